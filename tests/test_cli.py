@@ -1,0 +1,110 @@
+"""CLI conventions shared by every command: help, version, lean imports, error handling, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import toolchain
+from toolchain.cli import main
+from toolchain.cli.app import app
+from toolchain.errors import ToolchainError, UsageError
+from toolchain.fsutil import atomic_write_bytes, check_output_file, output_dir
+
+COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code in (0, None)
+    assert out.strip() == f"toolchain {toolchain.__version__}"
+
+
+def test_every_command_is_registered():
+    for expected in ["datasets", "models", "train", "convert", "quantise", "quantize", "inspect", "export",
+                     "targets", "verify", "bench", "pipeline"]:
+        assert expected in COMMANDS, f"missing command {expected}: {COMMANDS}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_examples(command, capsys):
+    code, out, _ = run_cli([command, "--help"], capsys)
+    assert code in (0, None)
+    assert "Example" in out, f"`toolchain {command} --help` shows no examples"
+
+
+def test_import_does_not_pull_tensorflow():
+    code = ("import sys, toolchain, toolchain.cli; "
+            "heavy=[m for m in ('tensorflow','keras','tf_keras','sklearn','matplotlib') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "", f"heavy modules imported at CLI import time: {res.stdout}"
+
+
+def test_help_does_not_import_tensorflow():
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "toolchain", "--help"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
+    assert "tensorflow" not in imported and "keras" not in imported
+
+
+def test_unknown_option_exit_2(capsys):
+    code, _, err = run_cli(["models", "--no-such-option"], capsys)
+    assert code == 2
+    assert "no-such-option" in err
+
+
+def test_toolchain_error_is_one_line_exit_2():
+    res = subprocess.run([sys.executable, "-m", "toolchain", "inspect", "/nonexistent/model.tflite"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_verbose_shows_traceback():
+    res = subprocess.run([sys.executable, "-m", "toolchain", "--verbose", "inspect", "/nonexistent/model.tflite"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "Traceback" in res.stderr
+
+
+def test_error_message_format():
+    err = UsageError("epochs must be positive", received="--epochs=0")
+    assert str(err) == "epochs must be positive. Received: --epochs=0"
+    assert isinstance(err, ToolchainError)
+
+
+def test_atomic_outputs(tmp_path):
+    target = tmp_path / "a.bin"
+    atomic_write_bytes(target, b"one")
+    with pytest.raises(ToolchainError, match="--force"):
+        check_output_file(target, force=False)
+    assert check_output_file(target, force=True) == target
+    # a failing build of a directory leaves nothing behind
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with output_dir(out) as tmp:
+            (tmp / "half.txt").write_text("partial")
+            raise RuntimeError("boom")
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+    with output_dir(out) as tmp:
+        (tmp / "ok.json").write_text(json.dumps({"a": 1}))
+    assert (out / "ok.json").exists()
+    with pytest.raises(ToolchainError, match="--force"):
+        with output_dir(out):
+            pass

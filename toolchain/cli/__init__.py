@@ -1,0 +1,55 @@
+"""Command-line interface. ``main()`` is the only place that catches ``ToolchainError`` (exit 2) and
+``CheckFailed`` (exit 1)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from toolchain.cli.app import app, err_console, state
+from toolchain.errors import CheckFailed, ToolchainError
+
+# Registering commands: each module adds its commands to ``app`` on import (they import heavy libraries lazily).
+from toolchain.cli import (  # noqa: E402,F401
+    cmd_data,
+    cmd_models,
+    cmd_train,
+    cmd_convert,
+    cmd_inspect,
+    cmd_export,
+    cmd_verify,
+    cmd_bench,
+    cmd_pipeline,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app(args=argv, prog_name="toolchain", standalone_mode=False)
+    except ToolchainError as exc:
+        if state.verbose:
+            traceback.print_exc()
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except CheckFailed as exc:
+        err_console.print("FAILED checks: " + "; ".join(exc.failed), markup=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("error: interrupted.", markup=False)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if state.verbose:
+            traceback.print_exc()
+        err_console.print(f"error: internal error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
+        sys.exit(3)
