@@ -1,0 +1,292 @@
+"""Firmware export: a TFLite model -> C/C++ sources for TensorFlow Lite for Microcontrollers (TFLM).
+
+``export_tflm(model_path, out_dir, ...)`` writes, from the templates in ``firmware_export/templates/``:
+
+* ``NAME_model_data.h`` / ``NAME_model_data.c`` -- the model bytes as a 16-byte aligned ``const unsigned char``
+  array (C99, also valid C++), optionally in a named linker section;
+* ``NAME_model_config.h`` -- input/output shapes, types, quantisation constants, labels, recommended arena size;
+* ``NAME_op_resolver.h`` -- a ``tflite::MicroMutableOpResolver<N>`` registering exactly the model's operators;
+* ``NAME_main.cc`` -- a minimal TFLM inference example;
+* ``manifest.json`` -- file sizes and digests, source digest, arena figures, target fit.
+
+The C-engine export (``--format c``) lives in ``firmware_export.cgen``. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import string
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import ExportError
+
+__all__ = ["export_tflm", "render_sources", "MANIFEST_FORMAT"]
+
+log = logging.getLogger("firmware_export")
+
+MANIFEST_FORMAT = "toolchain-tflm-export/1"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_SECTION_RE = re.compile(r"^[A-Za-z0-9_.$,]{1,64}$")
+
+# numpy dtype name -> (C type, TFLM TfLiteType enumerator, qmin literal, qmax literal)
+_DTYPES: dict[str, tuple[str, str, str, str]] = {
+    "int8": ("int8_t", "kTfLiteInt8", "-128", "127"),
+    "uint8": ("uint8_t", "kTfLiteUInt8", "0", "255"),
+    "int16": ("int16_t", "kTfLiteInt16", "-32768", "32767"),
+    "uint16": ("uint16_t", "kTfLiteUInt16", "0", "65535"),
+    "int32": ("int32_t", "kTfLiteInt32", "-2147483647 - 1", "2147483647"),
+    "uint32": ("uint32_t", "kTfLiteUInt32", "0", "4294967295u"),
+    "int64": ("int64_t", "kTfLiteInt64", "0", "0"),
+    "float32": ("float", "kTfLiteFloat32", "0", "0"),
+    "float16": ("uint16_t", "kTfLiteFloat16", "0", "0"),
+    "bool": ("uint8_t", "kTfLiteBool", "0", "1"),
+}
+
+
+def _template(name: str) -> string.Template:
+    return string.Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def _render(template: str, /, **values: Any) -> str:
+    try:
+        return _template(template).substitute(**{k: str(v) for k, v in values.items()})
+    except KeyError as exc:  # a template names a value the exporter does not pass: a packaging bug
+        raise ExportError("firmware template refers to an unknown value", received=f"{template}: {exc}") from exc
+
+
+def _c_float(x: float) -> str:
+    text = f"{float(x):.9g}"
+    if not any(ch in text for ch in ".einn"):
+        text += ".0"
+    return text + "f"
+
+
+def _check_section(section: str | None) -> str | None:
+    if section is None:
+        return None
+    if not _SECTION_RE.match(section):
+        raise ExportError("the linker section name may only contain letters, digits, '.', '_', '$' and ',' "
+                          "(at most 64 characters)", received=f"--section={section!r}")
+    return section
+
+
+def _tensor_info(t, kind: str, index: int) -> dict[str, Any]:
+    if t.dtype not in _DTYPES:
+        raise ExportError(f"unsupported {kind.lower()} tensor type for a TFLM export", received=f"{t.name}: {t.dtype}")
+    ctype, tfl_type, qmin, qmax = _DTYPES[t.dtype]
+    quantized = bool(t.is_quantized) and t.dtype != "float32"
+    scale = float(t.scale.reshape(-1)[0]) if quantized else 1.0
+    zero_point = int(t.zero_point.reshape(-1)[0]) if quantized and t.zero_point is not None else 0
+    shape = tuple(int(s) for s in t.shape) or (1,)
+    elements = 1
+    for s in shape:
+        elements *= s
+    return {
+        "kind": kind, "index": index, "name": t.name, "dtype": t.dtype, "shape": list(shape), "elements": elements,
+        "bytes": int(t.nbytes) if t.shape else int(t.itemsize), "ctype": ctype, "tflite_type": tfl_type,
+        "quantized": quantized, "scale": scale, "zero_point": zero_point,
+        "qmin": qmin if quantized else "0", "qmax": qmax if quantized else "0",
+    }
+
+
+def _labels(model_path: Path, num_classes: int, warnings: list[str]) -> tuple[list[str], str]:
+    from toolchain.metadata import load_tflite_metadata
+
+    try:
+        meta = load_tflite_metadata(model_path)
+    except Exception as exc:  # unreadable sidecar: labels are optional, fall back to numbers
+        warnings.append(f"metadata unreadable, labels are class numbers ({exc})")
+        meta = None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if isinstance(labels, list) and labels and all(isinstance(x, (str, int)) for x in labels):
+        if len(labels) == num_classes:
+            return [str(x) for x in labels], "from the model metadata"
+        warnings.append(f"metadata has {len(labels)} labels but output 0 has {num_classes} classes; "
+                        "labels are class numbers")
+    return [str(i) for i in range(num_classes)], "class numbers (no labels in the model metadata)"
+
+
+def render_sources(model, name: str, *, source_name: str, sha256: str, section: str | None,
+                   arena: dict[str, Any], labels: list[str], labels_source: str, version: str) -> dict[str, str]:
+    """The generated file texts, by file name (pure: no I/O besides reading the templates)."""
+    from firmware_export.carray import c_array_body, c_comment, c_string
+    from firmware_export.op_resolver import resolver_methods
+
+    upper = name.upper()
+    common = {"name": name, "UPPER": upper, "version": version, "source_name": c_comment(source_name),
+              "sha256": sha256, "model_bytes": len(model.data)}
+    files: dict[str, str] = {}
+
+    files[f"{name}_model_data.h"] = _render("model_data.h.tmpl", **common)
+    if section is None:
+        section_block = _render("section_none.tmpl", **common)
+    else:
+        section_block = _render("section_named.tmpl", **common, section=c_comment(section),
+                                section_literal=c_string(section))
+    files[f"{name}_model_data.c"] = _render("model_data.c.tmpl", **common, section_block=section_block.rstrip("\n"),
+                                            array_body=c_array_body(model.data))
+
+    blocks = []
+    ios = [("Input", "input", i, model.tensor(t)) for i, t in enumerate(model.inputs)] + \
+          [("Output", "output", i, model.tensor(t)) for i, t in enumerate(model.outputs)]
+    infos = {}
+    for kind, base, i, t in ios:
+        info = _tensor_info(t, kind, i)
+        infos[(base, i)] = info
+        prefix = base if i == 0 else f"{base}{i}"
+        quant_text = (f", scale {info['scale']:.9g}, zero point {info['zero_point']}" if info["quantized"]
+                      else ", not quantised")
+        blocks.append(_render(
+            "tensor_block.tmpl", **common, kind=kind, index=i, tensor_name=c_comment(t.name), dtype=info["dtype"],
+            shape_text=str(info["shape"]), quant_text=quant_text, PREFIX=prefix.upper(), prefix=prefix,
+            dims=len(info["shape"]), shape_list=", ".join(str(s) for s in info["shape"]), elements=info["elements"],
+            nbytes=info["bytes"], tflite_type=info["tflite_type"], quantized=int(info["quantized"]),
+            scale=_c_float(info["scale"]), zero_point=info["zero_point"], qmin=info["qmin"], qmax=info["qmax"],
+            ctype=info["ctype"]))
+    files[f"{name}_model_config.h"] = _render(
+        "model_config.h.tmpl", **common, num_inputs=len(model.inputs), num_outputs=len(model.outputs),
+        arena_formula=c_comment(arena["formula"]), arena_recorded=arena["recorded_bytes"],
+        arena_smallest=arena["smallest_allocating_bytes"], arena_recommended=arena["recommended_bytes"],
+        arena_note=c_comment(arena["note"]), tensor_blocks="".join(blocks), labels_source=c_comment(labels_source),
+        num_classes=len(labels), labels_body="\n".join(f"  {c_string(x)}," for x in labels))
+
+    methods = resolver_methods(model.opcode_names())
+    add_calls = "".join(_render("op_add_call.tmpl", method=m, op=op) for op, m in methods).rstrip("\n")
+    files[f"{name}_op_resolver.h"] = _render("op_resolver.h.tmpl", **common, op_count=len(methods),
+                                             op_list=", ".join(op for op, _ in methods), add_calls=add_calls)
+    files[f"{name}_main.cc"] = _render("main.cc.tmpl", **common)
+    return files
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _is_float_model(model) -> bool:
+    """True when the model computes in float: float I/O or float activations (not int8-quantised)."""
+    io = [model.tensor(i) for i in list(model.inputs) + list(model.outputs)]
+    if any(t.dtype == "float32" for t in io):
+        return True
+    acts = [t for t in model.tensors if t.data is None and not t.is_variable]
+    return any(t.dtype == "float32" for t in acts)
+
+
+def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
+                section: str | None = None, arena_margin: float = 10.0, target: str | None = None,
+                force: bool = False) -> dict[str, Any]:
+    """Export ``model_path`` for TFLM into ``out_dir`` (atomically); returns the manifest dict.
+
+    Raises ModelError (unreadable/corrupt model), ExportError (bad name/section, unsupported operator, model TFLM
+    cannot allocate), UsageError (bad margin, unknown target, unwritable folder), OutputExistsError.
+    """
+    import toolchain
+    from firmware_export.arena import DEFAULT_MARGIN_PCT, check_margin, measure_arena
+    from firmware_export.naming import c_identifier
+    from firmware_export.op_resolver import resolver_methods
+    from firmware_export.targets import fit_report, get_target
+    from toolchain.fsutil import check_output_dir, output_dir, sha256_bytes
+    from toolchain.tflite_model import load_tflite
+
+    # ---- validate everything before any work
+    src = Path(model_path)
+    model = load_tflite(src)
+    if model.num_subgraphs > 1:
+        log.debug("model has %d subgraphs; TFLM resolves their operators too", model.num_subgraphs)
+    cname = c_identifier(name if name is not None else src.stem)
+    section = _check_section(section)
+    margin = check_margin(DEFAULT_MARGIN_PCT if arena_margin is None else arena_margin)
+    board = get_target(target) if target else None
+    check_output_dir(out_dir, force)
+    methods = resolver_methods(model.opcode_names())
+    if not model.inputs or not model.outputs:
+        raise ExportError("the model has no inputs or no outputs", received=str(src))
+    out0 = model.tensor(model.outputs[0])
+    num_classes = int(out0.shape[-1]) if out0.shape else 1
+    for kind, ids in (("Input", model.inputs), ("Output", model.outputs)):
+        for i, t in enumerate(ids):
+            _tensor_info(model.tensor(t), kind, i)
+
+    warnings: list[str] = []
+    if _is_float_model(model):
+        warnings.append("the model is not int8-quantised (float tensors): the export is valid for TFLM's float "
+                        "kernels but is about 4x larger and much slower on an MCU; run `toolchain quantise` for int8")
+
+    # ---- measure
+    m = measure_arena(src, margin)
+    if not m.proven:
+        raise ExportError("the recommended tensor arena did not allocate and run the model in tflite-micro",
+                          received=f"{m.recommended_bytes} bytes")
+    arena = m.to_dict()
+    arena["formula"] = (f"ceil16(max(recorded {m.recorded_bytes}, smallest allocating {m.smallest_allocating_bytes})"
+                        f" x (1 + {margin:g} %)) = {m.recommended_bytes} bytes")
+    labels, labels_source = _labels(src, num_classes, warnings)
+    sha = sha256_bytes(model.data)
+    texts = render_sources(model, cname, source_name=src.name, sha256=sha, section=section, arena=arena,
+                           labels=labels, labels_source=labels_source, version=toolchain.__version__)
+
+    io_bytes = 0
+    io = []
+    for kind, ids in (("input", model.inputs), ("output", model.outputs)):
+        for i, t in enumerate(ids):
+            info = _tensor_info(model.tensor(t), kind, i)
+            io_bytes += info["bytes"]
+            io.append({k: info[k] for k in ("kind", "index", "name", "dtype", "shape", "bytes", "quantized",
+                                             "scale", "zero_point")})
+    fit = None
+    if board is not None:
+        fit = fit_report(board, len(model.data), m.recommended_bytes, io_bytes, len(methods)).to_dict()
+        if not fit["fits"]:
+            warnings.append(f"the model does not fit {board.key}: flash {fit['flash_pct']:.1f} %, "
+                            f"RAM {fit['ram_pct']:.1f} %")
+    for w in warnings:
+        log.warning(w)
+
+    # ---- write atomically
+    files = []
+    manifest: dict[str, Any] = {}
+    with output_dir(out_dir, force) as tmp:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a source folder is as readable as any
+        for fname, text in texts.items():
+            data = text.encode("utf-8")
+            (tmp / fname).write_bytes(data)
+            files.append({"name": fname, "bytes": len(data), "sha256": sha256_bytes(data)})
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "export": "tflm",
+            "name": cname,
+            "source": {"path": str(src), "file": src.name, "bytes": len(model.data), "sha256": sha},
+            "model_bytes": len(model.data),
+            "section": section,
+            "alignment": 16,
+            "operators": [op for op, _ in methods],
+            "op_resolver": {"count": len(methods), "methods": [mm for _, mm in methods]},
+            "io": io,
+            "num_classes": num_classes,
+            "labels": labels,
+            "arena": {
+                "recorded_bytes": m.recorded_bytes,
+                "smallest_allocating_bytes": m.smallest_allocating_bytes,
+                "margin_pct": margin,
+                "recommended_bytes": m.recommended_bytes,
+                "proven": m.proven,
+                "formula": arena["formula"],
+                "head_bytes": m.head_bytes,
+                "tail_bytes": m.tail_bytes,
+                "host": m.host,
+                "pointer_bits": m.pointer_bits,
+                "runtime": f"tflite-micro {m.runtime_version}",
+                "note": m.note,
+            },
+            "target": fit,
+            "warnings": warnings,
+            "files": files,
+            "toolchain_version": toolchain.__version__,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest

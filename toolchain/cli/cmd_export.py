@@ -1,2 +1,135 @@
-"""CLI commands (filled in by the owning module)."""
-from toolchain.cli.app import app  # noqa: F401
+"""`toolchain export` (TFLM C/C++ sources or the standalone C engine) and `toolchain targets` (board profiles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolchain.cli.app import app, console
+from toolchain.errors import UsageError
+
+FORMATS = ("tflm", "c")
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Argument(..., help="The .tflite model to export (int8 expected; float works with a warning)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder (created; replaced only with --force)."),
+    name: Optional[str] = typer.Option(None, "--name", help="C name prefix (default: the file stem, sanitised)."),
+    section: Optional[str] = typer.Option(None, "--section",
+                                          help="Linker section for the model array, e.g. .rodata.model (GCC/Clang)."),
+    arena_margin: float = typer.Option(10.0, "--arena-margin", min=0.0,
+                                       help="Headroom added to the measured tensor arena, in percent."),
+    target: Optional[str] = typer.Option(None, "--target", help="Board profile for a fit report (see `toolchain targets`)."),
+    fmt: str = typer.Option("tflm", "--format", help="tflm: C array + TFLM sources; c: standalone C engine."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Export a .tflite model as C/C++ sources for a microcontroller.
+
+    --format tflm (default) writes NAME_model_data.c/.h (the model as a 16-byte aligned const array, byte-exact),
+    NAME_model_config.h (shapes, types, scale/zero-point, labels, recommended arena), NAME_op_resolver.h (a
+    MicroMutableOpResolver with exactly the model's operators), NAME_main.cc (example) and manifest.json.
+    The tensor arena is measured with the tflite-micro runtime (recorded total and smallest arena that allocates),
+    a margin is added, and the result is proven by allocating and running the model in exactly that size.
+
+    --format c writes the standalone C inference engine instead (no TFLM needed).
+
+    Examples:
+
+      toolchain export runs/demo/model_int8.tflite --output firmware/demo
+
+      toolchain export kws.tflite --output fw/kws --name kws --section .rodata.model --target stm32l4r5zi
+
+      toolchain export model.tflite --output fw/c --format c --force
+    """
+    if fmt not in FORMATS:
+        raise UsageError("--format must be tflm or c", received=f"--format={fmt}")
+    if fmt == "c":
+        if section is not None or target is not None:
+            raise UsageError("--section and --target apply to --format tflm only",
+                             received=f"--format=c{' --section' if section else ''}{' --target' if target else ''}")
+        from firmware_export.cgen import generate_c_engine
+
+        result = generate_c_engine(model, output, name=name, force=force)
+        if as_json:
+            console.print(json.dumps(result, indent=2, default=str), markup=False)
+        else:
+            console.print(f"C engine written to {output}", markup=False)
+            for f in result.get("files", []):
+                label = f.get("name") if isinstance(f, dict) else str(f)
+                console.print(f"  {label}", markup=False)
+        return
+
+    from firmware_export import export_tflm
+
+    manifest = export_tflm(model, output, name=name, section=section, arena_margin=arena_margin, target=target,
+                           force=force)
+    if as_json:
+        console.print(json.dumps(manifest, indent=2), markup=False)
+        return
+    for line in render_export_summary(manifest, output):
+        console.print(line, markup=False)
+
+
+def render_export_summary(manifest: dict, output: Path) -> list[str]:
+    a = manifest["arena"]
+    lines = [f"exported {manifest['source']['file']} ({manifest['model_bytes']:,} bytes, sha256 "
+             f"{manifest['source']['sha256'][:16]}...) as '{manifest['name']}' to {output}"]
+    for f in manifest["files"]:
+        lines.append(f"  {f['name']:<48} {f['bytes']:>10,} B")
+    lines.append(f"operators ({manifest['op_resolver']['count']}): {', '.join(manifest['operators'])}")
+    lines.append(f"tensor arena: recorded {a['recorded_bytes']:,} B, smallest that allocates "
+                 f"{a['smallest_allocating_bytes']:,} B, +{a['margin_pct']:g} % -> recommended "
+                 f"{a['recommended_bytes']:,} B ({'proven: allocates and runs' if a['proven'] else 'NOT proven'})")
+    lines.append(f"  {a['note']} [{a['host']}, {a['runtime']}]")
+    if manifest.get("target"):
+        from firmware_export.targets import FitReport
+
+        lines.extend(FitReport(**manifest["target"]).lines())
+    return lines
+
+
+@app.command("targets")
+def targets_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print the board profiles as JSON."),
+) -> None:
+    """List the deployment target boards known to `toolchain export --target` (datasheet figures).
+
+    Flash and RAM are whole-chip budgets in KB (1024 bytes). The runtime footprint used in fit reports is an
+    estimate (TFLM core + per-operator kernels), labelled as such.
+
+    Examples:
+
+      toolchain targets
+
+      toolchain targets --json
+
+      toolchain export model.tflite --output fw --target rp2040
+    """
+    from firmware_export.targets import load_targets, runtime_estimates
+
+    boards = load_targets()
+    if as_json:
+        console.print(json.dumps({"boards": [t.to_dict() for t in boards.values()],
+                                  "runtime_estimates": {k: vars(v) for k, v in runtime_estimates().items()}},
+                                 indent=2), markup=False)
+        return
+    header = ("board", "core", "MHz", "flash KB", "RAM KB", "runtime", "description")
+    body = [(t.key, t.core, f"{t.clock_mhz:g}", f"{t.flash_kb:,}", f"{t.ram_kb:,}", t.runtime, t.display)
+            for t in boards.values()]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    right = {2, 3, 4}
+
+    def fmt_row(cells) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    console.print(fmt_row(header).rstrip(), markup=False)
+    for cells in body:
+        console.print(fmt_row(cells).rstrip(), markup=False)
+    for key, est in runtime_estimates().items():
+        console.print(f"runtime estimate '{key}': {est.core_kb:g} KB + {est.per_op_kb:g} KB per operator "
+                      f"({est.source})", markup=False)

@@ -1,2 +1,77 @@
-"""CLI commands (filled in by the owning module)."""
-from toolchain.cli.app import app  # noqa: F401
+"""`toolchain models`: list the model zoo with measured parameter and MAC counts."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from toolchain.cli.app import app, console
+
+
+def zoo_table(names: list[str] | None = None) -> list[dict]:
+    """One row per zoo model: spec fields plus the built Keras model's params and MACs."""
+    import models
+    from toolchain.model_inspect import inspect_keras
+
+    rows = []
+    for spec in models.list_specs():
+        if names and spec.name not in names:
+            continue
+        model = models.build(spec.name)
+        totals = inspect_keras(model).totals
+        row = spec.to_dict()
+        row["params"] = int(model.count_params())
+        row["macs"] = int(totals.macs)
+        rows.append(row)
+    return rows
+
+
+@app.command("models")
+def models_cmd(
+    name: Optional[str] = typer.Argument(None, help="Show only this model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """List the model zoo: name, input shape, classes, task, parameters and MACs (measured on the built model).
+
+    Parameters are the Keras count (batch-norm layers included); MACs count conv, depthwise and dense
+    multiply-accumulates for one inference.
+
+    Examples:
+
+      toolchain models
+
+      toolchain models resnet8
+
+      toolchain models --json
+    """
+    import models
+
+    if name is not None:
+        models.get_spec(name)  # unknown name -> ModelError with "did you mean"
+    rows = zoo_table([name] if name else None)
+    if as_json:
+        console.print(json.dumps(rows, indent=2), markup=False)
+        return
+    header = ("name", "input", "classes", "task", "params", "MACs")
+    body = [(r["name"], "x".join(map(str, r["input_shape"])), str(r["num_classes"] or "-"), r["task"],
+             f"{r['params']:,}", f"{r['macs']:,}") for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    right = {2, 4, 5}
+
+    def fmt(cells) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    console.print(fmt(header).rstrip(), markup=False)
+    for cells in body:
+        console.print(fmt(cells).rstrip(), markup=False)
+    if name is not None:
+        r = rows[0]
+        console.print(f"\n{r['description']}\nsource: {r['source']}", markup=False)
+        if r["options"]:
+            opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+            console.print(f"builder options: {opts}", markup=False)
+    else:
+        console.print("params: Keras count incl. batch-norm; MACs: conv/depthwise/dense multiply-accumulates "
+                      "per inference", markup=False)

@@ -1,2 +1,120 @@
-"""CLI commands (filled in by the owning module)."""
-from toolchain.cli.app import app  # noqa: F401
+"""`toolchain verify`: compare a deployed model with its float reference and the ground truth; gate on the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolchain.cli.app import app, console
+
+
+@app.command("verify")
+def verify_cmd(
+    candidate: Path = typer.Option(..., "--candidate", "-c", help="Model under test: .tflite (int8, float16, "
+                                                                   "dynamic or float32)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r",
+                                             help="Float reference: .keras, a training run folder or a float "
+                                                  ".tflite. Omit on a device: candidate vs ground truth only."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
+                                          help="digits | npz:PATH | idx:DIR | folder:DIR | keras:NAME. Default: "
+                                               "the dataset recorded in the model metadata."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for report.json, report.md, report.html, plots/."),
+    split: str = typer.Option("test", "--split", help="test | val | train."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Evaluate only the first N samples."),
+    runtime: str = typer.Option("auto", "--runtime",
+                                help="TFLite runtime: auto | litert | tflite-runtime | tensorflow | tflm."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Interpreter threads (default: runtime's)."),
+    runs: int = typer.Option(100, "--runs", help="Timed single-sample inferences per model."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up inferences per model."),
+    top_k: int = typer.Option(3, "--top-k", help="Also report top-k accuracy (k < classes; top-5 too)."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop",
+                                            help="Gate: reference - candidate accuracy, percentage points."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
+                                                  help="Gate: minimum fraction of same-argmax predictions."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy",
+                                                 help="Gate: minimum candidate accuracy (fraction, e.g. 0.95)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline",
+                                            help="Stored report.json or baseline file to compare against."),
+    max_regression: float = typer.Option(1.0, "--max-regression",
+                                         help="Gate with --baseline: maximum accuracy loss in percentage points."),
+    write_baseline: Optional[Path] = typer.Option(None, "--write-baseline",
+                                                  help="Write this run's accuracy as a baseline file."),
+    layer_debug: bool = typer.Option(True, "--layer-debug/--no-layer-debug",
+                                     help="Per-layer int8 error with TF's QuantizationDebugger (needs a .keras "
+                                          "reference and TensorFlow)."),
+    layer_debug_samples: int = typer.Option(50, "--layer-debug-samples", help="Samples for the per-layer debugger."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots in the HTML/Markdown report."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output folder / baseline file."),
+) -> None:
+    """Verify CANDIDATE against REFERENCE and the ground truth; exit 1 when a gate check fails.
+
+    Reports three rows (reference vs ground truth, candidate vs ground truth, candidate vs reference) with top-1 /
+    top-k accuracy, agreement, RMSE, MAE, L2 relative error, cosine similarity and SQNR; confusion matrices;
+    per-layer quantisation error; host latency (median / p90 / p99), throughput and sizes.
+
+    Examples:
+
+      toolchain verify --reference runs/s1/model.keras --candidate runs/s1_int8.tflite --output runs/s1_verify
+
+      toolchain verify -r runs/s1 -c model_int8.tflite --max-accuracy-drop 0.5 --min-agreement 0.98 -o out/v
+
+      toolchain verify -c model_int8.tflite --dataset npz:test.npz --min-accuracy 0.95 -o out/device
+
+      toolchain verify -r runs/s1 -c new_int8.tflite --baseline out/v/report.json --max-regression 0.5 -o out/v2
+    """
+    from toolchain.errors import CheckFailed
+    from toolchain.fsutil import atomic_write_json, check_output_dir, check_output_file, output_dir
+    from toolchain.report import write_reports
+    from toolchain.verify import VerifyOptions, failed_check_messages, make_baseline, verify
+
+    options = VerifyOptions(dataset=dataset, split=split, max_samples=max_samples, runtime=runtime, threads=threads,
+                            top_k=top_k, layer_debug=layer_debug, layer_debug_samples=layer_debug_samples,
+                            latency_runs=runs, latency_warmup=warmup, max_accuracy_drop=max_accuracy_drop,
+                            min_agreement=min_agreement, min_accuracy=min_accuracy,
+                            baseline=str(baseline) if baseline else None, max_regression=max_regression,
+                            plots=plots)
+    options.validate()
+    check_output_dir(output, force)
+    if write_baseline is not None:
+        check_output_file(write_baseline, force)
+    report = verify(reference, candidate, options)
+    with output_dir(output, force) as tmp:
+        write_reports(report, tmp, plots=plots)
+    if write_baseline is not None:
+        atomic_write_json(write_baseline, make_baseline(report))
+    render_summary(report)
+    console.print(f"reports: {output}/report.json, report.md, report.html")
+    if write_baseline is not None:
+        console.print(f"baseline: {write_baseline}")
+    if not report["passed"]:
+        raise CheckFailed(failed_check_messages(report))
+    console.print("verify: PASSED" + ("" if report["checks"] else " (no checks applied)"))
+
+
+def render_summary(report: dict) -> None:
+    from toolchain.report import _summary_rows, _fmt
+
+    rows = _summary_rows(report)
+    w = max(len(a) for a, _, _ in rows)
+    w2 = max(len(b) for _, b, _ in rows)
+    console.print(f"{'':<{w}}  {'reference':<{w2}}  candidate")
+    for a, b, c in rows:
+        console.print(f"{a:<{w}}  {b:<{w2}}  {c}")
+    comp = report.get("comparison")
+    if comp:
+        console.print("candidate vs reference: agreement " + _fmt(comp["agreement"], "pct") + f", RMSE {_fmt(comp['rmse'])}"
+                      f", MAE {_fmt(comp['mae'])}, L2r {_fmt(comp['l2r'])}, cosine {_fmt(comp['cosine'])}, "
+                      f"SQNR {_fmt(comp['sqnr_db'])} dB")
+    if report.get("accuracy_drop_pp") is not None:
+        console.print(f"accuracy drop: {report['accuracy_drop_pp']:+.2f} pp")
+    le = report["layer_errors"]
+    if le["status"] == "ok" and le["worst"]:
+        w0 = le["worst"][0]
+        console.print(f"worst layer: {w0['op']} {w0['name']} (RMSE/scale {_fmt(w0['rmse_over_scale'])})")
+    elif le["status"] != "ok":
+        console.print(f"per-layer error: {le['status']} ({le['reason']})")
+    for c in report["checks"]:
+        v = "n/a" if c["value"] is None else f"{c['value']:.4g}"
+        console.print(f"check {c['name']}: {v} {c['op']} {c['threshold']:g} -> {'pass' if c['passed'] else 'FAIL'}")

@@ -1,0 +1,91 @@
+/* ce_kernels.h - int8 kernel library of the generated C inference engine.
+ *
+ * Arithmetic follows TensorFlow Lite's integer kernels exactly (MultiplyByQuantizedMultiplier with
+ * SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, ADD with left shift 20, float-table SOFTMAX
+ * as LiteRT's builtin x86 kernel), so outputs are bit-identical to LiteRT's reference interpreter.
+ *
+ * Two code paths, both bit-exact:
+ *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SMLAD dual-MAC inner loops over an int16 im2col column;
+ *   - portable C99 for any other target (define CE_EMULATE_DSP to run the DSP algorithm with C emulation
+ *     of the intrinsics, used by the host tests to check the DSP path).
+ * Define CE_NO_DSP to force the portable path on a DSP-capable core.
+ */
+#ifndef CE_KERNELS_H
+#define CE_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int32_t in_h, in_w, in_c, out_h, out_w, out_c;
+    int32_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
+    int32_t depth_multiplier; /* depthwise only */
+    int32_t in_offset, out_offset, act_min, act_max;
+    const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c] */
+    const int32_t *bias;    /* [out_c] */
+    const int32_t *mult;    /* [out_c] */
+    const int32_t *shift;   /* [out_c] */
+} ce_conv_params;
+
+typedef struct {
+    int32_t batches, in_depth, out_depth;
+    int32_t in_offset, out_offset, act_min, act_max;
+    const int8_t *weights;  /* [out_depth][in_depth] */
+    const int32_t *bias;    /* [out_depth] */
+    const int32_t *mult;    /* [out_depth] */
+    const int32_t *shift;   /* [out_depth] */
+} ce_fc_params;
+
+typedef struct {
+    int32_t in_h, in_w, ch, out_h, out_w;
+    int32_t f_h, f_w, stride_h, stride_w, pad_t, pad_l;
+    int32_t act_min, act_max;
+} ce_pool_params;
+
+typedef struct {
+    int32_t size, left_shift;
+    int32_t in1_offset, in1_mult, in1_shift;
+    int32_t in2_offset, in2_mult, in2_shift;
+    int32_t out_offset, out_mult, out_shift;
+    int32_t act_min, act_max;
+} ce_add_params;
+
+typedef struct {
+    int32_t outer, reduce, inner;  /* input viewed as [outer][reduce][inner], output [outer][inner] */
+    int32_t in_zero_point, out_zero_point, mult, shift;
+} ce_mean_params;
+
+typedef struct {
+    int32_t outer, depth;
+    int32_t out_zero_point;
+    float out_scale;
+    const float *exp_table; /* 256 entries: exp_table[d] = expf(-input_scale * beta * d) */
+} ce_softmax_params;
+
+typedef struct {
+    int32_t in_dims[4], out_dims[4], pad_before[4];
+    int32_t pad_value;
+} ce_pad_params;
+
+int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
+
+void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
+void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out);
+void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
+void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
+void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
+void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void ce_mean_s8(const ce_mean_params *p, const int8_t *in, int8_t *out);
+void ce_softmax_s8(const ce_softmax_params *p, const int8_t *in, int8_t *out);
+void ce_pad_s8(const ce_pad_params *p, const int8_t *in, int8_t *out);
+void ce_copy_s8(const int8_t *in, int8_t *out, int32_t n);
+void ce_quantize_f32_s8(const float *in, int8_t *out, int32_t n, float scale, int32_t zero_point);
+void ce_dequantize_s8_f32(const int8_t *in, float *out, int32_t n, double scale, int32_t zero_point);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CE_KERNELS_H */

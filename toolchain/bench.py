@@ -1,0 +1,194 @@
+"""Host / device latency benchmark of one model on one runtime.
+
+``bench(model, runtime="auto", threads=None, runs=200, warmup=20, dataset=None) -> dict`` with keys
+``model, size_bytes, runtime, runtime_version, threads, runs, warmup, input {shape, dtype, source},
+latency_ms {min, median, mean, p90, p99, max}, throughput_per_s, batch_throughput_per_s, peak_rss_bytes, host``.
+``.keras`` models run on Keras (``model(x, training=False)`` per sample), ``.tflite`` on any installed TFLite
+runtime. ``c-host`` / ``qemu-m4`` delegate to the standalone C engine (``firmware_export.cgen.bench.run_c_bench``).
+
+Only NumPy is imported at module import; the TFLite path imports nothing but the chosen runtime, so it works on a
+device with ``numpy``, ``typer`` and ``tflite-runtime`` or ``ai-edge-litert``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import ModelError, UsageError
+
+BENCH_RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow", "tflm", "keras", "c-host", "qemu-m4")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model, cores, OS and the versions of numpy and of the installed runtimes (found without importing)."""
+    from importlib import metadata
+
+    from toolchain.runtime import available_runtimes, runtime_version
+
+    runtimes = {}
+    for r in available_runtimes():
+        try:
+            runtimes[r] = runtime_version(r)
+        except Exception:  # a broken install must not break the report
+            runtimes[r] = "unknown"
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        mem = None
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "system": f"{platform.system()} {platform.release()}", "memory_bytes": mem,
+            "python": platform.python_version(), "numpy": metadata.version("numpy"), "runtimes": runtimes}
+
+
+def _inputs_for(runner, dataset: str | None, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    from toolchain.runtime import quantize_input
+
+    d = runner.input_details[0]
+    shape = tuple(d["shape"])
+    dtype = np.dtype(d["dtype"])
+    if dataset:
+        from toolchain.verify import VerifyOptions, load_eval_data
+        from toolchain.metadata import load_any_metadata
+
+        meta = load_any_metadata(runner.model_path) if runner.model_path != "<bytes>" else None
+        data = load_eval_data(VerifyOptions(dataset=dataset, max_samples=n), [meta], shape)
+        return quantize_input(data["x"], d), f"dataset {dataset} ({len(data['x'])} test samples)"
+    rng = np.random.default_rng(seed)
+    size = (n,) + shape[1:]
+    if dtype.kind == "f":
+        x = rng.random(size, dtype=np.float64).astype(dtype)
+    elif dtype == np.bool_:
+        x = rng.integers(0, 2, size).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        x = rng.integers(max(info.min, -128), min(info.max, 127) + 1, size).astype(dtype)
+    return x, "random"
+
+
+def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None = None, runs: int = 200,
+          warmup: int = 20, dataset: str | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Benchmark ``model`` (see the module docstring)."""
+    if runtime not in BENCH_RUNTIMES:
+        raise UsageError(f"unknown runtime; choose one of {', '.join(BENCH_RUNTIMES)}", received=runtime)
+    if runs < 1 or warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0", received=f"runs={runs}, warmup={warmup}")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be >= 1", received=threads)
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError("model file not found", received=str(path))
+    if runtime in ("c-host", "qemu-m4"):
+        return bench_c(path, runtime, runs, dataset)
+
+    from toolchain.runtime import open_runtime, peak_rss_bytes
+    from toolchain.verify import latency_stats
+
+    runner = open_runtime(path, runtime=runtime, threads=threads)
+    n_inputs = max(1, min(runs, 64))
+    x, source = _inputs_for(runner, dataset, max(n_inputs, batch_size))
+    n = len(x)
+    for i in range(warmup):
+        runner.run(x[i % n:i % n + 1])
+    times = []
+    t_start = time.perf_counter()
+    for i in range(runs):
+        xi = x[i % n:i % n + 1]
+        t0 = time.perf_counter()
+        runner.run(xi)
+        times.append(time.perf_counter() - t0)
+    total = time.perf_counter() - t_start
+    stats = latency_stats(times)
+    batch_tp = None
+    mode = None
+    if n > 1:
+        runner.run_many(x, batch_size=batch_size)
+        t0 = time.perf_counter()
+        runner.run_many(x, batch_size=batch_size)
+        dt = time.perf_counter() - t0
+        batch_tp = n / dt if dt > 0 else None
+        mode = runner.batch_mode
+    d = runner.input_details[0]
+    return {
+        "model": str(path), "size_bytes": path.stat().st_size, "runtime": runner.name,
+        "runtime_version": runner.version, "threads": threads, "runs": runs, "warmup": warmup,
+        "input": {"shape": list(d["shape"]), "dtype": np.dtype(d["dtype"]).name, "source": source},
+        "latency_ms": stats,
+        "throughput_per_s": runs / total if total > 0 else None,
+        "batch_throughput_per_s": batch_tp, "batch_samples": n if batch_tp else None, "batch_mode": mode,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "host": host_info(),
+    }
+
+
+def bench_c(path: Path, runtime: str, runs: int, dataset: str | None) -> dict[str, Any]:
+    """Delegate to the standalone C engine benchmark (host build or Cortex-M4 under QEMU)."""
+    if path.suffix.lower() != ".tflite":
+        raise UsageError(f"--runtime {runtime} needs a .tflite model", received=str(path))
+    try:
+        from firmware_export.cgen.bench import run_c_bench
+    except ImportError as exc:
+        from toolchain.errors import RuntimeUnavailableError
+
+        raise RuntimeUnavailableError("the C engine benchmark is not available in this installation",
+                                      received=f"--runtime {runtime}", hint=str(exc)) from exc
+    inputs = None
+    if dataset:
+        from toolchain.runtime import open_runtime
+
+        runner = open_runtime(path)
+        x, _ = _inputs_for(runner, dataset, min(runs, 16))
+        inputs = [x[i:i + 1] for i in range(len(x))]
+    result = dict(run_c_bench(path, runtime, runs=runs, inputs=inputs))
+    result.setdefault("runtime", runtime)
+    result.setdefault("model", str(path))
+    result.setdefault("size_bytes", path.stat().st_size)
+    result["host"] = host_info()
+    return result
+
+
+def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows for the CLI."""
+    rows: list[tuple[str, str]] = [("model", str(result.get("model"))),
+                                   ("size", f"{result.get('size_bytes', 0):,} B"),
+                                   ("runtime", f"{result.get('runtime')} {result.get('runtime_version', '')}".strip())]
+    lat = result.get("latency_ms")
+    if isinstance(lat, dict):
+        rows.append(("threads", str(result.get("threads") or "default")))
+        rows.append(("input", f"{result['input']['dtype']} {result['input']['shape']} ({result['input']['source']})"))
+        rows.append(("runs / warmup", f"{result['runs']} / {result['warmup']}"))
+        for k in ("min", "median", "p90", "p99"):
+            rows.append((f"latency {k}", f"{lat[k]:.4f} ms"))
+        if result.get("throughput_per_s"):
+            rows.append(("throughput (single)", f"{result['throughput_per_s']:.1f} inferences/s"))
+        if result.get("batch_throughput_per_s"):
+            rows.append(("throughput (batched)", f"{result['batch_throughput_per_s']:.1f} samples/s "
+                                                 f"[{result.get('batch_mode')}]"))
+        rows.append(("peak RSS", f"{result['peak_rss_bytes'] / 2**20:.1f} MiB"))
+    else:
+        for k, v in result.items():
+            if k in ("model", "size_bytes", "runtime", "host") or isinstance(v, (dict, list)):
+                continue
+            if isinstance(v, float):
+                v = f"{v:.6g}"
+            elif isinstance(v, int) and not isinstance(v, bool):
+                v = f"{v:,}"
+            rows.append((k.replace("_", " "), str(v)))
+    rows.append(("host", f"{result['host']['cpu']} ({result['host']['cores']} cores), Python {sys.version.split()[0]}"))
+    return rows

@@ -1,0 +1,418 @@
+"""Training: zoo model + dataset -> a run folder (``model.keras``, ``metadata.json``, ``history.json``,
+``training.png``).
+
+* Mini-batch Adam training with a validation split, early stopping on validation loss with the best weights
+  restored, per-epoch progress logged on the ``toolchain.train`` logger.
+* ``augment``: random shift / rotation / zoom (Keras preprocessing layers) applied in the tf.data input pipeline
+  only, so the saved model never contains augmentation layers.
+* ``init_from`` + ``freeze_conv``: transfer learning from a trained model; the convolutional backbone is frozen
+  and the classifier head is replaced for the new dataset's class count.
+* ``strategy="mirrored"``: data-parallel training under ``tf.distribute.MirroredStrategy`` (all GPUs, or all
+  logical CPU devices when there is no GPU).
+
+TensorFlow/Keras are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import toolchain
+from toolchain.errors import ModelError, UsageError
+from toolchain.fsutil import atomic_write_json, check_output_dir
+from toolchain.fsutil import output_dir as _atomic_output_dir
+
+log = logging.getLogger("toolchain.train")
+
+STRATEGIES = ("mirrored",)
+TEST_FRACTION = 0.2
+
+# Layer types that make up a convolutional backbone (frozen by ``freeze_conv``).
+_BACKBONE_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization")
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 3  # epochs without val-loss improvement before stopping; 0 = never stop early
+    seed: int = 0
+    augment: bool = False
+    init_from: str | None = None
+    freeze_conv: bool = False
+    strategy: str | None = None
+    val_fraction: float = 0.1
+    input_shape: Sequence[int] | str | None = None
+    max_train_samples: int | None = None  # train on a subset (quick experiments / tests)
+
+    def validate(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise UsageError("epochs must be a positive integer", received=f"--epochs={self.epochs}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UsageError("batch size must be a positive integer", received=f"--batch-size={self.batch_size}")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise UsageError("learning rate must be a positive number", received=f"--learning-rate={self.learning_rate}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise UsageError("patience must be an integer >= 0", received=f"--patience={self.patience}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError("seed must be an integer >= 0", received=f"--seed={self.seed}")
+        if not (0.0 < float(self.val_fraction) < 0.5):
+            raise UsageError("validation fraction must be in (0, 0.5)", received=f"--val-fraction={self.val_fraction}")
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            raise UsageError(f"unknown distribution strategy (known: {', '.join(STRATEGIES)})",
+                             received=f"--strategy={self.strategy}")
+        if self.freeze_conv and not self.init_from:
+            raise UsageError("--freeze-conv needs --init-from (a trained model to take the backbone from)",
+                             received="--freeze-conv without --init-from")
+        if self.max_train_samples is not None and (not isinstance(self.max_train_samples, int)
+                                                   or self.max_train_samples < 1):
+            raise UsageError("max train samples must be a positive integer",
+                             received=f"--max-train-samples={self.max_train_samples}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers usable without TensorFlow
+
+
+def resolve_model_path(spec: str | os.PathLike) -> Path:
+    """A run folder (``DIR/model.keras``) or a ``.keras`` file -> the model file path."""
+    p = Path(spec)
+    if p.is_dir():
+        candidate = p / "model.keras"
+        if not candidate.is_file():
+            raise ModelError("folder has no model.keras (expected a training run folder)", received=str(p))
+        return candidate
+    if p.is_file():
+        if p.suffix not in (".keras", ".h5"):
+            raise ModelError("expected a Keras model (.keras) or a training run folder", received=str(p))
+        return p
+    raise ModelError("model file or run folder not found", received=str(p))
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"toolchain": toolchain.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic class-balanced subset of at most ``n`` samples (round-robin over classes)."""
+    if n is None or n >= len(y):
+        return x, y
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    order: list[int] = []
+    depth = 0
+    while len(order) < n:
+        for idx in per_class:
+            if depth < len(idx) and len(order) < n:
+                order.append(int(idx[depth]))
+        depth += 1
+    sel = np.sort(np.asarray(order, dtype=np.int64))
+    return x[sel], y[sel]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# model construction
+
+
+def _strategy(name: str | None):
+    import tensorflow as tf
+
+    if name is None:
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def _replace_head(model, num_classes: int):
+    """New softmax classifier on the features feeding the last Dense layer."""
+    import keras
+
+    last = model.layers[-1]
+    if type(last).__name__ != "Dense":
+        raise ModelError("cannot replace the classifier head: the model's last layer is not Dense",
+                         received=f"{model.name}: {type(last).__name__}")
+    features = last.input
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"head_{num_classes}")(features)
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def _freeze_backbone(model) -> list[str]:
+    frozen = []
+    for layer in model.layers:
+        if type(layer).__name__ in _BACKBONE_TYPES and layer.weights:
+            layer.trainable = False
+            frozen.append(layer.name)
+    if not frozen:
+        raise ModelError("--freeze-conv: the model has no convolutional layers to freeze", received=model.name)
+    return frozen
+
+
+def _build_model(model_name: str | None, init_path: Path | None, input_shape, num_classes: int,
+                 freeze_conv: bool) -> tuple[Any, dict[str, Any]]:
+    import keras
+
+    info: dict[str, Any] = {}
+    if init_path is None:
+        import models
+
+        return models.build(model_name, input_shape=input_shape, num_classes=num_classes), info
+    try:
+        base = keras.models.load_model(init_path, compile=False)
+    except Exception as exc:  # corrupt zip, unknown layer, ...
+        raise ModelError("cannot load the --init-from model", received=f"{init_path} ({type(exc).__name__})") from exc
+    old_classes = int(base.outputs[0].shape[-1])
+    if freeze_conv or old_classes != num_classes:
+        base = _replace_head(base, num_classes)
+        info["head_replaced"] = {"from_classes": old_classes, "to_classes": num_classes}
+    if freeze_conv:
+        info["frozen_layers"] = _freeze_backbone(base)
+    return base, info
+
+
+# --------------------------------------------------------------------------------------------------------------
+# training
+
+
+class _EpochLogger:
+    """Builds a Keras callback that logs one line per epoch (Keras itself runs with verbose=0)."""
+
+    @staticmethod
+    def make(total_epochs: int):
+        import keras
+
+        class EpochLogger(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                parts = [f"{k} {float(v):.4f}" for k, v in logs.items() if k in
+                         ("loss", "accuracy", "val_loss", "val_accuracy")]
+                log.info("epoch %d/%d: %s (%.1f s)", epoch + 1, total_epochs, ", ".join(parts),
+                         time.perf_counter() - self._t0)
+
+        return EpochLogger()
+
+
+def _augmenter(seed: int):
+    import keras
+
+    return keras.Sequential([
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+        keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+    ], name="train_augmentation")
+
+
+def _datasets(x_train, y_train, x_val, y_val, batch_size: int, seed: int, augment: bool):
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    train = train.shuffle(len(y_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment:
+        aug = _augmenter(seed)
+        train = train.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=1, deterministic=True)
+    train = train.prefetch(2)
+    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size).prefetch(2)
+    return train, val
+
+
+def _plot(history: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            if key in history:
+                ax.plot(epochs, history[key], style, label=key.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _set_seed(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except (AttributeError, RuntimeError):  # older TF / already initialised context: seeds alone still apply
+        log.debug("op determinism not available; seeding only")
+
+
+def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathLike = "runs/model",
+          options: TrainOptions | None = None, force: bool = False) -> dict[str, Any]:
+    """Train ``model`` (a zoo name) on ``dataset`` and write a run folder; returns the metadata dict.
+
+    With ``options.init_from`` the architecture and weights come from a trained model (run folder or .keras);
+    ``model`` may then be omitted (the source run's model name is recorded).
+    """
+    opts = options or TrainOptions()
+    opts.validate()
+    import models
+
+    init_path = resolve_model_path(opts.init_from) if opts.init_from else None
+    init_meta: dict[str, Any] | None = None
+    if init_path is not None:
+        from toolchain.metadata import load_run_metadata
+
+        init_meta = load_run_metadata(init_path)
+        source_name = (init_meta or {}).get("model")
+        if model is not None and source_name is not None and model != source_name:
+            raise UsageError("MODEL does not match the --init-from model; omit MODEL with --init-from",
+                             received=f"{model} vs {source_name} ({init_path})")
+        model_name = model or source_name or init_path.parent.name
+    else:
+        if model is None:
+            raise UsageError("give a zoo MODEL name (see `toolchain models`) or --init-from", received="no model")
+        model_name = model
+        spec = models.get_spec(model_name)
+        if spec.task != "classification":
+            raise ModelError(f"{model_name} is an {spec.task}; `train` trains classifiers on labelled datasets",
+                             received=model_name)
+    shape_override = models.parse_input_shape(opts.input_shape)
+    if shape_override is not None and len(shape_override) != 3:
+        raise ModelError("--input-shape for a classifier must be H,W,C", received=opts.input_shape)
+    out = check_output_dir(output_dir, force)
+
+    from toolchain import data as tdata
+
+    t_start = time.perf_counter()
+    ds = tdata.load_dataset(dataset, seed=opts.seed, val_fraction=float(opts.val_fraction),
+                            test_fraction=TEST_FRACTION)
+
+    import keras
+    import tensorflow as tf
+
+    _set_seed(opts.seed)
+    strategy = _strategy(opts.strategy)
+    replicas = int(strategy.num_replicas_in_sync)
+    with strategy.scope():
+        if init_path is not None:
+            # Peek at the source model's input shape to prepare the data for it.
+            net, build_info = _build_model(None, init_path, None, ds.num_classes, opts.freeze_conv)
+            model_shape = tuple(int(d) for d in net.inputs[0].shape[1:])
+            if shape_override is not None and tuple(shape_override) != model_shape:
+                raise UsageError("--input-shape differs from the --init-from model's input shape",
+                                 received=f"{','.join(map(str, shape_override))} vs {','.join(map(str, model_shape))}")
+        else:
+            spec = models.get_spec(model_name)
+            model_shape = tuple(shape_override or spec.input_shape)
+            net = models.build(model_name, input_shape=model_shape, num_classes=ds.num_classes)
+            build_info = {}
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate=float(opts.learning_rate)),
+                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    prep = tdata.make_preprocessing(ds, model_shape)
+    x_tr_raw, y_tr = _subset(ds.x_train, np.asarray(ds.y_train, dtype=np.int64), opts.max_train_samples, opts.seed)
+    x_train = prep.apply(x_tr_raw)
+    x_val, y_val = prep.apply(ds.x_val), np.asarray(ds.y_val, dtype=np.int64)
+    x_test, y_test = prep.apply(ds.x_test), np.asarray(ds.y_test, dtype=np.int64)
+    if len(y_val) == 0 or len(y_test) == 0 or len(y_tr) == 0:
+        raise UsageError("dataset too small for train/validation/test splits", received=f"{dataset}: "
+                         f"{len(y_tr)} train, {len(y_val)} val, {len(y_test)} test samples")
+    log.info("training %s on %s: %d train / %d val / %d test samples, input %s, %d classes, %s params%s",
+             model_name, dataset, len(y_tr), len(y_val), len(y_test), "x".join(map(str, model_shape)),
+             ds.num_classes, f"{net.count_params():,}", f", {replicas} replicas" if opts.strategy else "")
+
+    train_ds, val_ds = _datasets(x_train, y_tr, x_val, y_val, opts.batch_size, opts.seed, opts.augment)
+    patience = opts.patience if opts.patience > 0 else opts.epochs + 1
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    weights_before = ({n: [w.numpy().copy() for w in net.get_layer(n).weights]
+                       for n in build_info.get("frozen_layers", [])})
+    hist = net.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=0, shuffle=False,
+                   callbacks=[stopper, _EpochLogger.make(opts.epochs)])
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epochs_run = len(history.get("loss", []))
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else epochs_run
+
+    for name, before in weights_before.items():  # frozen means frozen: fail loudly if it ever is not
+        after = [w.numpy() for w in net.get_layer(name).weights]
+        if not all(np.array_equal(a, b) for a, b in zip(before, after)):
+            raise ModelError("a frozen backbone layer changed during training", received=name)
+
+    probs = net.predict(x_test, batch_size=256, verbose=0)
+    test_acc = float(np.mean(np.argmax(probs, axis=-1) == y_test))
+    val_acc = float(np.mean(np.argmax(net.predict(x_val, batch_size=256, verbose=0), axis=-1) == y_val))
+    seconds = time.perf_counter() - t_start
+
+    # The saved model is a plain, uncompiled functional view of the trained layers: no optimizer state, no
+    # augmentation, every layer trainable again (downstream QAT fine-tunes it).
+    for layer in net.layers:
+        layer.trainable = True
+    export = keras.Model(net.inputs, net.outputs, name=net.name)
+
+    metadata: dict[str, Any] = {
+        "model": model_name,
+        "task": "classification",
+        "dataset": dataset,
+        "preprocessing": prep.to_dict(),
+        "labels": [str(label) for label in ds.labels],
+        "num_classes": int(ds.num_classes),
+        "input_shape": [int(d) for d in model_shape],
+        "seed": int(opts.seed),
+        "split": {"val_fraction": float(opts.val_fraction), "test_fraction": TEST_FRACTION},
+        "params": int(export.count_params()),
+        "float_test_accuracy": test_acc,
+        "float_val_accuracy": val_acc,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "samples": {"train": int(len(y_tr)), "val": int(len(y_val)), "test": int(len(y_test))},
+        "training": {
+            "epochs": opts.epochs, "batch_size": opts.batch_size, "learning_rate": float(opts.learning_rate),
+            "patience": opts.patience, "augment": bool(opts.augment), "strategy": opts.strategy,
+            "replicas": replicas, "init_from": str(init_path) if init_path else None,
+            "freeze_conv": bool(opts.freeze_conv), "max_train_samples": opts.max_train_samples,
+            "seconds": round(seconds, 2), **build_info,
+        },
+        "versions": _versions(),
+    }
+    if init_meta:
+        metadata["training"]["init_from_model"] = init_meta.get("model")
+
+    with _atomic_output_dir(out, force) as tmp:
+        export.save(tmp / "model.keras")
+        atomic_write_json(tmp / "history.json", {"epochs_run": epochs_run, "best_epoch": best_epoch,
+                                                 "history": history})
+        _plot(history, tmp / "training.png",
+              f"{model_name} on {dataset}: test accuracy {test_acc * 100:.1f} %")
+        atomic_write_json(tmp / "metadata.json", metadata)
+    log.info("test accuracy %.2f %% after %d epochs; wrote %s", test_acc * 100, epochs_run, out)
+    return metadata
+
+
+def load_history(run_dir: str | os.PathLike) -> dict[str, Any]:
+    p = Path(run_dir) / "history.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError("cannot read history.json", received=str(p)) from exc
