@@ -489,6 +489,11 @@ def inspect_keras(model_or_path) -> Inspection:
         formulas: list[str] = []
         if in_shapes:
             params, macs, formulas = _keras_counts(layer, in_shapes[0], out_shapes[0])
+            # a shared layer runs once per call: its weights count once, its MACs for every call
+            for node in getattr(layer, "_inbound_nodes", [])[1:]:
+                if node.input_tensors and node.outputs:
+                    macs += _keras_counts(layer, tuple(node.input_tensors[0].shape),
+                                          tuple(node.outputs[0].shape))[1]
         kparams = int(layer.count_params())
         if "BatchNormalization" in _mro_names(layer):
             totals.bn_params += kparams
@@ -515,15 +520,18 @@ def inspect_keras(model_or_path) -> Inspection:
     notes = []
     if totals.bn_params:
         notes.append(f"{totals.bn_params:,} BatchNormalization parameters fold into the preceding layer on "
-                     "conversion; conv/dense parameters: " f"{totals.conv_fc_params:,}")
-    if peak_step is not None:
-        totals.peak_at = peak_step
+                     "conversion")
+    totals.peak_at = peak_step
+
+    def _io(tensors, names) -> list[dict[str, Any]]:
+        names = list(names or [])
+        return [{"name": names[i] if i < len(names) else getattr(t, "name", ""), "shape": _shape_list(t.shape),
+                 "dtype": str(t.dtype)} for i, t in enumerate(tensors)]
+
     return Inspection(
         format="keras", source=source, name=model.name, layers=rows, totals=totals,
-        inputs=[{"name": getattr(t, "name", ""), "shape": _shape_list(t.shape), "dtype": str(t.dtype)}
-                for t in model.inputs],
-        outputs=[{"name": getattr(t, "name", ""), "shape": _shape_list(t.shape), "dtype": str(t.dtype)}
-                 for t in model.outputs],
+        inputs=_io(model.inputs, [getattr(t, "name", "") for t in model.inputs]),
+        outputs=_io(model.outputs, getattr(model, "output_names", None)),
         notes=notes,
     )
 

@@ -120,7 +120,7 @@ def _render(result) -> None:
                   + ("  [batch 1]" if result.format == "keras" else ""), markup=False)
     if t.state_bytes:
         console.print(f"  state (variables):     {_fmt_bytes(t.state_bytes)}")
-    for note in result.notes:
+    for note in result.notes if result.format == "tflite" else []:
         console.print(f"  note: {note}", markup=False)
 
 
@@ -132,9 +132,11 @@ def inspect_cmd(
     """Show per-layer (Keras) or per-operator (TFLite) output shapes, parameters, MACs and dtypes; for TFLite
     also every tensor's scale/zero point and the weight bytes; totals incl. peak activation memory.
 
-    Parameters and MACs count convolution, depthwise and fully-connected layers (weights + biases); for Keras
-    the total is Keras' count_params() with BatchNormalization listed separately, and each convolution shows
-    the formulas (N − F + 2P)/S + 1 and (F·F·D + 1)·K with its own numbers.
+    Parameters and MACs count convolution, depthwise and fully-connected layers (weights + biases).
+
+    Keras: parameters = count_params(), BatchNormalization listed separately (it folds on conversion).
+
+    Keras convolutions show (N − F + 2P)/S + 1 and (F·F·D + 1)·K with their own numbers.
 
     Examples:
 
