@@ -71,9 +71,9 @@ def c_identifier(name: str) -> str:
     if len(ident) > MAX_NAME_LENGTH:
         raise ExportError(f"the C name is longer than {MAX_NAME_LENGTH} characters; pass a shorter --name",
                           received=f"{ident} ({len(ident)} characters)")
-    if ident in RESERVED_WORDS or ident.lower() in RESERVED_WORDS:
+    if ident in RESERVED_WORDS:
         raise ExportError("the C name is a C/C++ reserved word; pass another --name", received=ident)
-    if ident in GENERATED_CODE_IDENTIFIERS or ident.lower() in {s.lower() for s in GENERATED_CODE_IDENTIFIERS}:
+    if ident in GENERATED_CODE_IDENTIFIERS:
         raise ExportError("the C name clashes with an identifier used by the generated code; pass another --name",
                           received=ident)
     clash = sorted(set(generated_symbols(ident)) & (RESERVED_WORDS | GENERATED_CODE_IDENTIFIERS))

@@ -2,9 +2,10 @@
 
 Same layer structure as mlcommons/tiny benchmark/training/keyword_spotting/keras_model.py (``ds_cnn``):
 Conv2D 64 (10x4) stride 2 same -> BN -> ReLU -> Dropout 0.2, then four depthwise-separable blocks
-[DepthwiseConv 3x3 same -> BN -> ReLU -> Conv 1x1 64 -> BN -> ReLU], Dropout 0.4, AveragePooling over
-(H/2, W/2) (integer division, as in the reference), Flatten, Dense softmax. Convolutions keep their bias, so after
-BN folding the int8 model has exactly the published 22,604 parameters (2,656,768 MACs).
+[DepthwiseConv 3x3 same -> BN -> ReLU -> Conv 1x1 64 -> BN -> ReLU], Dropout 0.4, AveragePooling over the
+whole feature map (25x5 for the 49x10 input, as in the published int8 model), Flatten, Dense softmax.
+Convolutions keep their bias, so after BN folding the int8 model has exactly the published 22,604 parameters
+(2,656,768 MACs).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ def build(input_shape, num_classes, filters=64, blocks=4):
     from keras import layers, regularizers
 
     reg = regularizers.l2(1e-4)
-    final_pool = (int(input_shape[0] / 2), int(input_shape[1] / 2))
     inputs = keras.Input(shape=input_shape, name="features")
     x = layers.Conv2D(filters, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg, name="conv0")(inputs)
     x = layers.BatchNormalization(name="bn0")(x)
@@ -42,7 +42,8 @@ def build(input_shape, num_classes, filters=64, blocks=4):
         x = layers.BatchNormalization(name=f"pw{i}_bn")(x)
         x = layers.Activation("relu", name=f"pw{i}_relu")(x)
     x = layers.Dropout(0.4, name="dropout1")(x)
-    x = layers.AveragePooling2D(pool_size=final_pool, name="avg_pool")(x)
+    # Global average over the whole feature map: 25x5 for 49x10 input, as in the published int8 model.
+    x = layers.AveragePooling2D(pool_size=(int(x.shape[1]), int(x.shape[2])), name="avg_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name=SPEC.name)

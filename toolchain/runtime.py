@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,13 +400,21 @@ def _open_keras(path: str | os.PathLike) -> Runner:
     out_det = [{"name": model.outputs[0].name, "index": 0, "shape": out_shape, "dtype": np.dtype(np.float32),
                 "quantization": (0.0, 0)}]
 
+    import warnings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices for new batch sizes
+
     def invoke(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        y = model(arrays[0], training=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "structure of inputs doesn't match" for a bare array
+            y = model(arrays[0], training=False)
         return [np.asarray(y, dtype=np.float32)]
 
     def batched(bs: int):
         def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
-            return [np.asarray(model.predict_on_batch(arrays[0]), dtype=np.float32)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return [np.asarray(model.predict_on_batch(arrays[0]), dtype=np.float32)]
 
         return run
 

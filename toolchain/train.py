@@ -15,6 +15,7 @@ TensorFlow/Keras are imported inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -55,6 +56,7 @@ class TrainOptions:
     val_fraction: float = 0.1
     input_shape: Sequence[int] | str | None = None
     max_train_samples: int | None = None  # train on a subset (quick experiments / tests)
+    run_eagerly: bool = False  # skip tf.function tracing: faster for a handful of steps, slower for real runs
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -63,7 +65,8 @@ class TrainOptions:
             raise UsageError("batch size must be a positive integer", received=f"--batch-size={self.batch_size}")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and self.learning_rate > 0):
-            raise UsageError("learning rate must be a positive number", received=f"--learning-rate={self.learning_rate}")
+            raise UsageError("learning rate must be a positive number",
+                             received=f"--learning-rate={self.learning_rate}")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise UsageError("patience must be an integer >= 0", received=f"--patience={self.patience}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -107,6 +110,10 @@ def _versions() -> dict[str, str]:
 
     return {"toolchain": toolchain.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _fmt_shape(shape) -> str:
+    return ",".join(str(int(d)) for d in shape)
 
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,15 +171,11 @@ def _freeze_backbone(model) -> list[str]:
     return frozen
 
 
-def _build_model(model_name: str | None, init_path: Path | None, input_shape, num_classes: int,
-                 freeze_conv: bool) -> tuple[Any, dict[str, Any]]:
+def _load_for_transfer(init_path: Path, num_classes: int, freeze_conv: bool) -> tuple[Any, dict[str, Any]]:
+    """Trained model -> model to train: new head when the class count changes or the backbone is frozen."""
     import keras
 
     info: dict[str, Any] = {}
-    if init_path is None:
-        import models
-
-        return models.build(model_name, input_shape=input_shape, num_classes=num_classes), info
     try:
         base = keras.models.load_model(init_path, compile=False)
     except Exception as exc:  # corrupt zip, unknown layer, ...
@@ -234,6 +237,14 @@ def _datasets(x_train, y_train, x_val, y_val, batch_size: int, seed: int, augmen
     return train, val
 
 
+def _accuracy(net, x: np.ndarray, y: np.ndarray) -> float:
+    import tensorflow as tf
+
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(256)
+    probs = net.predict(batches, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=-1) == y))
+
+
 def _plot(history: dict[str, list[float]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -258,15 +269,25 @@ def _plot(history: dict[str, list[float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _set_seed(seed: int) -> None:
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seed Python/NumPy/TF and enable TF op determinism for the duration of one training run only (the
+    process-wide switch is restored afterwards so other TensorFlow users are unaffected)."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     try:
-        tf.config.experimental.enable_op_determinism()
-    except (AttributeError, RuntimeError):  # older TF / already initialised context: seeds alone still apply
-        log.debug("op determinism not available; seeding only")
+        from tensorflow.python.framework import config as tf_config
+
+        was_enabled = bool(tf_config.is_op_determinism_enabled())
+        tf_config.enable_op_determinism()
+    except (ImportError, AttributeError):  # private API moved: seeding alone still applies
+        tf_config, was_enabled = None, True
+    try:
+        yield
+    finally:
+        if tf_config is not None and not was_enabled:
+            tf_config.disable_op_determinism()
 
 
 def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathLike = "runs/model",
@@ -310,27 +331,36 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
     ds = tdata.load_dataset(dataset, seed=opts.seed, val_fraction=float(opts.val_fraction),
                             test_fraction=TEST_FRACTION)
 
-    import keras
-    import tensorflow as tf
+    with _deterministic(opts.seed):
+        return _fit_and_save(model_name, dataset, ds, out, opts, init_path, init_meta, shape_override, force,
+                             t_start)
 
-    _set_seed(opts.seed)
+
+def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptions, init_path: Path | None,
+                  init_meta: dict[str, Any] | None, shape_override, force: bool, t_start: float) -> dict[str, Any]:
+    import keras
+
+    import models
+    from toolchain import data as tdata
+
     strategy = _strategy(opts.strategy)
     replicas = int(strategy.num_replicas_in_sync)
     with strategy.scope():
         if init_path is not None:
-            # Peek at the source model's input shape to prepare the data for it.
-            net, build_info = _build_model(None, init_path, None, ds.num_classes, opts.freeze_conv)
+            # The data is prepared for the source model's input shape.
+            net, build_info = _load_for_transfer(init_path, ds.num_classes, opts.freeze_conv)
             model_shape = tuple(int(d) for d in net.inputs[0].shape[1:])
             if shape_override is not None and tuple(shape_override) != model_shape:
                 raise UsageError("--input-shape differs from the --init-from model's input shape",
-                                 received=f"{','.join(map(str, shape_override))} vs {','.join(map(str, model_shape))}")
+                                 received=f"{_fmt_shape(shape_override)} vs {_fmt_shape(model_shape)}")
         else:
             spec = models.get_spec(model_name)
             model_shape = tuple(shape_override or spec.input_shape)
             net = models.build(model_name, input_shape=model_shape, num_classes=ds.num_classes)
             build_info = {}
         net.compile(optimizer=keras.optimizers.Adam(learning_rate=float(opts.learning_rate)),
-                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                    loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                    run_eagerly=bool(opts.run_eagerly))
 
     prep = tdata.make_preprocessing(ds, model_shape)
     x_tr_raw, y_tr = _subset(ds.x_train, np.asarray(ds.y_train, dtype=np.int64), opts.max_train_samples, opts.seed)
@@ -341,7 +371,7 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
         raise UsageError("dataset too small for train/validation/test splits", received=f"{dataset}: "
                          f"{len(y_tr)} train, {len(y_val)} val, {len(y_test)} test samples")
     log.info("training %s on %s: %d train / %d val / %d test samples, input %s, %d classes, %s params%s",
-             model_name, dataset, len(y_tr), len(y_val), len(y_test), "x".join(map(str, model_shape)),
+             model_name, dataset, len(y_tr), len(y_val), len(y_test), _fmt_shape(model_shape).replace(",", "x"),
              ds.num_classes, f"{net.count_params():,}", f", {replicas} replicas" if opts.strategy else "")
 
     train_ds, val_ds = _datasets(x_train, y_tr, x_val, y_val, opts.batch_size, opts.seed, opts.augment)
@@ -360,9 +390,8 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
         if not all(np.array_equal(a, b) for a, b in zip(before, after)):
             raise ModelError("a frozen backbone layer changed during training", received=name)
 
-    probs = net.predict(x_test, batch_size=256, verbose=0)
-    test_acc = float(np.mean(np.argmax(probs, axis=-1) == y_test))
-    val_acc = float(np.mean(np.argmax(net.predict(x_val, batch_size=256, verbose=0), axis=-1) == y_val))
+    test_acc = _accuracy(net, x_test, y_test)
+    val_acc = _accuracy(net, x_val, y_val)
     seconds = time.perf_counter() - t_start
 
     # The saved model is a plain, uncompiled functional view of the trained layers: no optimizer state, no
@@ -392,6 +421,7 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
             "patience": opts.patience, "augment": bool(opts.augment), "strategy": opts.strategy,
             "replicas": replicas, "init_from": str(init_path) if init_path else None,
             "freeze_conv": bool(opts.freeze_conv), "max_train_samples": opts.max_train_samples,
+            "run_eagerly": bool(opts.run_eagerly),
             "seconds": round(seconds, 2), **build_info,
         },
         "versions": _versions(),
@@ -406,7 +436,7 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
         _plot(history, tmp / "training.png",
               f"{model_name} on {dataset}: test accuracy {test_acc * 100:.1f} %")
         atomic_write_json(tmp / "metadata.json", metadata)
-    log.info("test accuracy %.2f %% after %d epochs; wrote %s", test_acc * 100, epochs_run, out)
+    log.debug("test accuracy %.2f %% after %d epochs; wrote %s", test_acc * 100, epochs_run, out)
     return metadata
 
 

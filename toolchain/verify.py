@@ -213,18 +213,6 @@ def _model_kind(path: Path) -> str:
     raise ModelError("unsupported model file type (expected .tflite or .keras)", received=str(path))
 
 
-def _input_shape_of(path: Path, runtime: str) -> tuple[int, ...]:
-    if _model_kind(path) == "tflite":
-        from toolchain.tflite_model import load_tflite
-
-        m = load_tflite(path)
-        return tuple(int(s) for s in m.tensor(m.inputs[0]).shape)
-    from toolchain.runtime import load_keras_model
-
-    model = load_keras_model(path)
-    return (1,) + tuple(int(s) for s in model.inputs[0].shape[1:])
-
-
 def load_eval_data(options: VerifyOptions, metas: list[dict[str, Any] | None], input_shape: tuple[int, ...]
                    ) -> dict[str, Any]:
     """Load the split to evaluate, preprocessed with the recorded preprocessing (or one built for the input)."""
@@ -262,13 +250,6 @@ def load_eval_data(options: VerifyOptions, metas: list[dict[str, Any] | None], i
 
 
 # ---------------------------------------------------------------------------------------------- models
-
-
-def _precision(runner) -> str:
-    dt = {np.dtype(d["dtype"]).name for d in runner.input_details + runner.output_details}
-    if dt & {"int8", "uint8", "int16"}:
-        return "int8" if "int16" not in dt else "int16x8"
-    return "float"
 
 
 def _tflite_precision(path: Path) -> str:
@@ -323,8 +304,9 @@ def _model_info(path: Path, runner) -> dict[str, Any]:
 
 def _calibration_config(cand_meta: dict[str, Any] | None) -> dict[str, Any]:
     q = (cand_meta or {}).get("quantization") or {}
+    seed = q.get("calibration_seed", (cand_meta or {}).get("seed", 0))
     return {"samples": int(q.get("calibration_samples", 300) or 300), "per_channel": bool(q.get("per_channel", True)),
-            "seed": int((cand_meta or {}).get("seed", 0) or 0)}
+            "seed": int(seed or 0)}
 
 
 def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: dict[str, Any] | None,
@@ -345,11 +327,6 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
 
     cfg = _calibration_config(cand_meta)
     model = load_keras_model(reference)
-    import keras
-
-    shape = tuple(int(s) for s in model.inputs[0].shape[1:])
-    fixed = keras.models.clone_model(model, input_tensors=keras.Input(batch_shape=(1,) + shape))
-    fixed.set_weights(model.get_weights())
     ds, prep = data["ds"], data["prep"]
     idx = tdata.calibration_indices(ds.y_train, cfg["samples"], seed=cfg["seed"])
     x_cal = prep.apply(ds.x_train[idx])
@@ -363,7 +340,7 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
         for i in range(len(x_dbg)):
             yield [x_dbg[i:i + 1]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
+    converter = _fixed_batch_converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     if not cfg["per_channel"]:
@@ -390,6 +367,22 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
     worst = sorted(layers, key=lambda r: -(r["rmse_over_scale"] or 0.0))[:5]
     return {"status": "ok", "reason": None, "samples": len(x_dbg), "calibration": cfg, "layers": layers,
             "worst": worst}
+
+
+def _fixed_batch_converter(model):
+    """The same converter ``toolchain.quantise`` uses: ``model(x, training=False)`` traced with batch 1, frozen."""
+    import tensorflow as tf
+
+    try:
+        from toolchain.quantise import frozen_concrete_function
+    except ImportError:
+        import keras
+
+        shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+        fixed = keras.models.clone_model(model, input_tensors=keras.Input(batch_shape=(1,) + shape))
+        fixed.set_weights(model.get_weights())
+        return tf.lite.TFLiteConverter.from_keras_model(fixed)
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(model)])
 
 
 def _parse_layer_dump(text: str) -> list[dict[str, Any]]:
@@ -503,6 +496,8 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
     if _model_kind(cand_path) != "tflite":
         raise UsageError("the candidate must be a .tflite model", received=str(cand_path))
     ref_path = Path(reference) if reference is not None else None
+    if ref_path is not None and ref_path.is_dir() and (ref_path / "model.keras").is_file():
+        ref_path = ref_path / "model.keras"
     if ref_path is not None and not ref_path.is_file():
         raise ModelError("reference model not found", received=str(ref_path))
     if ref_path is not None:

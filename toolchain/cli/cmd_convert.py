@@ -1,2 +1,144 @@
-"""CLI commands (filled in by the owning module)."""
-from toolchain.cli.app import app  # noqa: F401
+"""`toolchain convert` (float32 / float16 / dynamic-range TFLite) and `toolchain quantise` (full int8; alias
+`quantize`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from toolchain.cli.app import app, console
+
+
+def _dtypes_line(tensors: dict[str, Any]) -> str:
+    ins = ", ".join(f"{t['dtype']}{list(t['shape'])}" for t in tensors["inputs"])
+    outs = ", ".join(f"{t['dtype']}{list(t['shape'])}" for t in tensors["outputs"])
+    counts = ", ".join(f"{k} x{v}" for k, v in tensors["tensor_dtypes"].items())
+    return f"input {ins} -> output {outs}; tensors: {counts}"
+
+
+def _weights_line(tensors: dict[str, Any]) -> str:
+    w = ", ".join(f"{k} x{v}" for k, v in tensors["weight_dtypes"].items()) or "none constant"
+    b = ", ".join(f"{k} x{v}" for k, v in tensors["bias_dtypes"].items()) or "none constant"
+    return f"weights: {w}; biases: {b}"
+
+
+@app.command("convert")
+def convert_cmd(
+    model: Path = typer.Argument(..., help="Keras model (.keras file or training run folder)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .tflite (a sidecar .json is written next to it)."),
+    precision: str = typer.Option("float32", "--precision", "-p", help="float32 | float16 | dynamic"),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
+) -> None:
+    """Convert a Keras model to TFLite without calibration data (fixed batch of 1).
+
+    float32 is the reference conversion; float16 stores float16 weights; dynamic stores int8 weights with float
+    activations (dynamic-range quantisation). For microcontrollers use `toolchain quantise` (full int8).
+
+    Examples:
+
+      toolchain convert runs/s1/model.keras --output out/s1_float.tflite
+
+      toolchain convert runs/s1 --precision float16 --output out/s1_f16.tflite
+
+      toolchain convert runs/s1/model.keras --precision dynamic --output out/s1_dyn.tflite --force
+    """
+    from toolchain.quantise import convert
+
+    meta = convert(model, output, precision=precision, force=force)
+    console.print(f"wrote {output} ({meta['size_bytes']:,} bytes, {meta['quantization']['scheme']}) "
+                  f"and {Path(output).with_suffix('.json')}")
+    console.print(_dtypes_line(meta["tensors"]))
+    console.print(_weights_line(meta["tensors"]))
+
+
+def _quantise_impl(model: Path, output: Path, dataset: Optional[str], calibration_samples: int, per_tensor: bool,
+                   io: str, qat: bool, qat_epochs: int, qat_learning_rate: float, allow_float_fallback: bool,
+                   seed: int, evaluate: bool, force: bool) -> None:
+    from toolchain.quantise import QuantConfig, quantise
+
+    config = QuantConfig(per_channel=not per_tensor, io_dtype=io, calibration_samples=calibration_samples, qat=qat,
+                         qat_epochs=qat_epochs, allow_float_fallback=allow_float_fallback, seed=seed,
+                         qat_learning_rate=qat_learning_rate)
+    meta = quantise(model, output, dataset=dataset, config=config, force=force, evaluate=evaluate)
+    q = meta["quantization"]
+    console.print(f"wrote {output} ({meta['size_bytes']:,} bytes, {q['scheme']}, "
+                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, io {q['io_dtype']}"
+                  f"{', QAT ' + str(q['qat_epochs']) + ' epochs' if q['qat'] else ''}) "
+                  f"and {Path(output).with_suffix('.json')}")
+    console.print(f"calibration: {q['calibration_samples']} samples from the {q['calibration_split']} split of "
+                  f"{meta['dataset']}")
+    console.print(_dtypes_line(meta["tensors"]))
+    console.print(_weights_line(meta["tensors"]))
+    if q["float_ops"]:
+        kept = ", ".join(f"{f['op']} (op {f['index']}{', layer ' + f['layer'] if f.get('layer') else ''})"
+                         for f in q["float_ops"])
+        console.print(f"float ops kept ({len(q['float_ops'])}): {kept}")
+    if qat and q.get("qat_details", {}).get("not_annotated_layers"):
+        console.print("QAT: not annotated: " + ", ".join(q["qat_details"]["not_annotated_layers"]))
+    ev = meta.get("evaluation")
+    if ev and "float_accuracy" in ev:
+        console.print(f"test accuracy ({ev['samples']} samples): float {ev['float_accuracy'] * 100:.2f} % -> "
+                      f"int8 {ev['tflite_accuracy'] * 100:.2f} % (drop {ev['accuracy_drop_pp']:+.2f} pp)")
+    elif ev and "float_mse" in ev:
+        console.print(f"test reconstruction MSE ({ev['samples']} samples): float {ev['float_mse']:.6g} -> "
+                      f"int8 {ev['tflite_mse']:.6g}")
+    elif evaluate:
+        console.print("no test split available: accuracy not measured")
+
+
+_QUANTISE_DOC = """Quantise a Keras model to full-integer int8 TFLite for microcontrollers (fixed batch of 1).
+
+    Calibration samples are drawn deterministically from the TRAINING split (stratified by class) with the
+    preprocessing recorded at training time; the dataset defaults to the one in the run's metadata.json.
+    `--dataset random` calibrates with uniform [0,1) samples (architecture checks only, no accuracy).
+    Labels, preprocessing, source digest and the quantisation config go to OUT.json and into the .tflite
+    metadata ("toolchain"). Same model + data + seed give byte-identical output. Accuracy of the float and the
+    int8 model on the test split is printed (LiteRT).
+
+    Examples:
+
+      toolchain quantise runs/s1/model.keras --output out/s1_int8.tflite
+
+      toolchain quantise runs/s1 --dataset digits --calibration-samples 500 --io float32 --output out/s1.tflite
+
+      toolchain quantise runs/resnet8 --qat --qat-epochs 3 --output out/resnet8_qat.tflite
+
+      toolchain quantise runs/s1 --per-tensor --io uint8 --output out/s1_pt.tflite --force
+
+      toolchain quantise my.keras --dataset npz:data.npz --allow-float-fallback --output out/mixed.tflite
+    """
+
+
+def _make_quantise_command(name: str, hidden: bool) -> None:
+    def command(
+        model: Path = typer.Argument(..., help="Keras model (.keras file or training run folder)."),
+        output: Path = typer.Option(..., "--output", "-o", help="Output .tflite (sidecar .json next to it)."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
+                                              help="Calibration/evaluation data (default: the run's dataset): "
+                                                   "digits | npz:PATH | idx:DIR | folder:DIR | keras:NAME | random"),
+        calibration_samples: int = typer.Option(300, "--calibration-samples", "-n",
+                                                help="Calibration samples from the training split."),
+        per_tensor: bool = typer.Option(False, "--per-tensor",
+                                        help="Per-tensor weight scales (default: per-channel)."),
+        io: str = typer.Option("int8", "--io", help="Input/output tensor type: int8 | uint8 | float32."),
+        qat: bool = typer.Option(False, "--qat", help="Quantisation-aware training before conversion."),
+        qat_epochs: int = typer.Option(2, "--qat-epochs", help="QAT epochs on the training split."),
+        qat_learning_rate: float = typer.Option(1e-4, "--qat-learning-rate", help="QAT Adam learning rate."),
+        allow_float_fallback: bool = typer.Option(False, "--allow-float-fallback",
+                                                  help="Keep ops without int8 kernels in float (mixed model)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling and QAT."),
+        evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Measure float vs int8 test accuracy."),
+        force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
+    ) -> None:
+        _quantise_impl(model, output, dataset, calibration_samples, per_tensor, io, qat, qat_epochs,
+                       qat_learning_rate, allow_float_fallback, seed, evaluate, force)
+
+    command.__doc__ = _QUANTISE_DOC if name == "quantise" else "Alias of `quantise`.\n\n    " + _QUANTISE_DOC
+    command.__name__ = f"{name}_cmd"
+    app.command(name, hidden=hidden)(command)
+
+
+_make_quantise_command("quantise", hidden=False)
+_make_quantise_command("quantize", hidden=False)

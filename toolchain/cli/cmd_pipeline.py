@@ -1,2 +1,62 @@
-"""CLI commands (filled in by the owning module)."""
-from toolchain.cli.app import app  # noqa: F401
+"""`toolchain pipeline`: the main job (train -> int8 -> firmware C arrays -> verify) into one run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from toolchain.cli.app import app, console
+from toolchain.pipeline import DEFAULT_EPOCHS
+
+
+@app.command("pipeline")
+def pipeline_cmd(
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder to create (train/, model_int8.tflite, "
+                                                             "firmware/, verify/, pipeline.json)."),
+    model: str = typer.Option("seed001_basic_cnn", "--model", "-m", help="Zoo model name (see `toolchain models`)."),
+    dataset: str = typer.Option("digits", "--dataset", "-d",
+                                help="digits | npz:PATH | idx:DIR | folder:DIR | keras:NAME"),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", "-e", help="Maximum training epochs."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Training mini-batch size."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits, initialisation and calibration."),
+    calibration_samples: int = typer.Option(300, "--calibration-samples", help="Int8 calibration samples."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop",
+                                            help="Gate: float - int8 accuracy, percentage points."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy",
+                                                 help="Gate: minimum int8 accuracy (fraction, e.g. 0.95)."),
+    layer_debug: bool = typer.Option(True, "--layer-debug/--no-layer-debug",
+                                     help="Per-layer quantisation error in the verify report."),
+    runs: int = typer.Option(100, "--runs", help="Timed single-sample inferences per model in verify."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing run folder."),
+) -> None:
+    """Train, quantise to int8, export TFLM C arrays and verify, into one run folder; exit 1 if the gate fails.
+
+    Examples:
+
+      toolchain pipeline --output runs/demo
+
+      toolchain pipeline --model seed002_keras_cnn --dataset digits --epochs 8 --output runs/s2 --force
+
+      toolchain pipeline --dataset npz:my_data.npz --min-accuracy 0.9 --output runs/custom
+    """
+    from toolchain.errors import CheckFailed
+    from toolchain.pipeline import PipelineOptions, run_pipeline, summary_rows
+
+    options = PipelineOptions(output=str(output), model=model, dataset=dataset, epochs=epochs,
+                              batch_size=batch_size, seed=seed, calibration_samples=calibration_samples,
+                              max_accuracy_drop=max_accuracy_drop, min_accuracy=min_accuracy,
+                              layer_debug=layer_debug, latency_runs=runs, force=force)
+    summary = run_pipeline(options)
+    rows = summary_rows(summary)
+    w = max(len(a) for a, _ in rows)
+    console.print("")
+    console.print("pipeline summary", markup=False)
+    for a, b in rows:
+        console.print(f"  {a:<{w}}  {b}", markup=False)
+    console.print(f"  {'artifacts':<{w}}  {output}/ (train/, model_int8.tflite, firmware/, verify/report.html, "
+                  "pipeline.json)", markup=False)
+    if not summary["passed"]:
+        raise CheckFailed([f"{c['name']}: {c['metric']} = {c['value']} (required {c['op']} {c['threshold']:g})"
+                           for c in summary["checks"] if not c["passed"]])

@@ -34,6 +34,8 @@ def train_cmd(
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Override the model input, H,W,C."),
     max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples",
                                                     help="Train on a class-balanced subset of this size."),
+    eager: bool = typer.Option(False, "--eager", help="Run eagerly (no graph tracing): faster for a few steps, "
+                                                      "slower for real training."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output folder."),
 ) -> None:
     """Train a model and write model.keras, metadata.json, history.json and training.png.
@@ -55,11 +57,15 @@ def train_cmd(
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                            seed=seed, augment=augment, init_from=init_from, freeze_conv=freeze_conv,
                            strategy=strategy, val_fraction=val_fraction, input_shape=input_shape,
-                           max_train_samples=max_train_samples)
+                           max_train_samples=max_train_samples, run_eagerly=eager)
     meta = train(model, dataset, output, options, force=force)
     t = meta["training"]
-    console.print(f"trained {meta['model']} on {meta['dataset']}: float test accuracy "
-                  f"{meta['float_test_accuracy'] * 100:.2f} % ({meta['samples']['test']} test samples)")
-    console.print(f"params {meta['params']:,}; epochs run {meta['epochs_run']} (best {meta['best_epoch']}); "
-                  f"{t['seconds']:.1f} s" + (f"; {t['replicas']} replicas" if t.get("strategy") else ""))
-    console.print(f"output: {output} (model.keras, metadata.json, history.json, training.png)")
+    lines = [
+        f"trained {meta['model']} on {meta['dataset']}: float test accuracy "
+        f"{meta['float_test_accuracy'] * 100:.2f} % ({meta['samples']['test']} test samples)",
+        f"params {meta['params']:,}; epochs run {meta['epochs_run']} (best {meta['best_epoch']}); "
+        f"{t['seconds']:.1f} s" + (f"; {t['replicas']} replicas" if t.get("strategy") else ""),
+        f"output: {output} (model.keras, metadata.json, history.json, training.png)",
+    ]
+    for line in lines:
+        console.print(line, markup=False)

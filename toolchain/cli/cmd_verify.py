@@ -93,28 +93,32 @@ def verify_cmd(
     console.print("verify: PASSED" + ("" if report["checks"] else " (no checks applied)"))
 
 
+def _out(text: str) -> None:
+    console.print(text, markup=False)
+
+
 def render_summary(report: dict) -> None:
     from toolchain.report import _summary_rows, _fmt
 
     rows = _summary_rows(report)
     w = max(len(a) for a, _, _ in rows)
     w2 = max(len(b) for _, b, _ in rows)
-    console.print(f"{'':<{w}}  {'reference':<{w2}}  candidate")
+    _out(f"{'':<{w}}  {'reference':<{w2}}  candidate")
     for a, b, c in rows:
-        console.print(f"{a:<{w}}  {b:<{w2}}  {c}")
+        _out(f"{a:<{w}}  {b:<{w2}}  {c}")
     comp = report.get("comparison")
     if comp:
-        console.print("candidate vs reference: agreement " + _fmt(comp["agreement"], "pct") + f", RMSE {_fmt(comp['rmse'])}"
-                      f", MAE {_fmt(comp['mae'])}, L2r {_fmt(comp['l2r'])}, cosine {_fmt(comp['cosine'])}, "
-                      f"SQNR {_fmt(comp['sqnr_db'])} dB")
+        _out("candidate vs reference: agreement " + _fmt(comp["agreement"], "pct") + f", RMSE {_fmt(comp['rmse'])}"
+             f", MAE {_fmt(comp['mae'])}, L2r {_fmt(comp['l2r'])}, cosine {_fmt(comp['cosine'])}, "
+             f"SQNR {_fmt(comp['sqnr_db'])} dB")
     if report.get("accuracy_drop_pp") is not None:
-        console.print(f"accuracy drop: {report['accuracy_drop_pp']:+.2f} pp")
+        _out(f"accuracy drop: {report['accuracy_drop_pp']:+.2f} pp")
     le = report["layer_errors"]
     if le["status"] == "ok" and le["worst"]:
         w0 = le["worst"][0]
-        console.print(f"worst layer: {w0['op']} {w0['name']} (RMSE/scale {_fmt(w0['rmse_over_scale'])})")
+        _out(f"worst layer: {w0['op']} {w0['name']} (RMSE/scale {_fmt(w0['rmse_over_scale'])})")
     elif le["status"] != "ok":
-        console.print(f"per-layer error: {le['status']} ({le['reason']})")
+        _out(f"per-layer error: {le['status']} ({le['reason']})")
     for c in report["checks"]:
         v = "n/a" if c["value"] is None else f"{c['value']:.4g}"
-        console.print(f"check {c['name']}: {v} {c['op']} {c['threshold']:g} -> {'pass' if c['passed'] else 'FAIL'}")
+        _out(f"check {c['name']}: {v} {c['op']} {c['threshold']:g} -> {'pass' if c['passed'] else 'FAIL'}")

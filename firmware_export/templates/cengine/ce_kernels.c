@@ -4,8 +4,9 @@
 #include <string.h>
 
 #if defined(__ARM_FEATURE_DSP) && !defined(CE_NO_DSP)
+/* Armv7E-M DSP instructions (Cortex-M4/M7/M33...) */
 #include <arm_acle.h>
-#define CE_DSP 1
+#define CE_ARM_DSP 1
 static inline int32_t ce_sxtb16(int32_t x) { return __sxtb16(x); }
 static inline int32_t ce_sxtb16_ror8(int32_t x)
 {
@@ -21,37 +22,37 @@ static inline int32_t ce_sxtab16_ror8(int32_t a, int32_t x)
     return r;
 }
 static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc) { return __smlad(a, b, acc); }
-#elif defined(CE_EMULATE_DSP)
-/* C emulation of the Armv7E-M SIMD instructions used below (host testing of the DSP algorithm). */
-#define CE_DSP 1
-static inline int32_t ce_pack16(int32_t lo, int32_t hi)
+static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return __smlabb(a, b, acc); }
+static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return __smlatt(a, b, acc); }
+#else
+/* Portable C99 equivalents of the same instructions: identical results on any target. */
+static inline int32_t ce_lo16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x & 0xFFFFu); }
+static inline int32_t ce_hi16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x >> 16); }
+static inline int32_t ce_mk16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)(uint16_t)(int16_t)hi << 16) | (uint32_t)(uint16_t)(int16_t)lo);
 }
-static inline int32_t ce_lo16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x & 0xFFFFu); }
-static inline int32_t ce_hi16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x >> 16); }
 static inline int32_t ce_sxtb16(int32_t x)
 {
-    return ce_pack16((int8_t)(uint8_t)((uint32_t)x & 0xFFu), (int8_t)(uint8_t)(((uint32_t)x >> 16) & 0xFFu));
+    return ce_mk16((int8_t)(uint8_t)((uint32_t)x & 0xFFu), (int8_t)(uint8_t)(((uint32_t)x >> 16) & 0xFFu));
 }
-static inline int32_t ce_sxtb16_ror8(int32_t x)
-{
-    return ce_sxtb16((int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24)));
-}
+static inline int32_t ce_sxtb16_ror8(int32_t x) { return ce_sxtb16((int32_t)((uint32_t)x >> 8)); }
 static inline int32_t ce_sxtab16(int32_t a, int32_t x)
 {
-    int32_t e = ce_sxtb16(x);
-    return ce_pack16(ce_lo16(a) + ce_lo16(e), ce_hi16(a) + ce_hi16(e));
+    const int32_t e = ce_sxtb16(x);
+    return ce_mk16(ce_lo16(a) + ce_lo16(e), ce_hi16(a) + ce_hi16(e));
 }
 static inline int32_t ce_sxtab16_ror8(int32_t a, int32_t x)
 {
-    int32_t e = ce_sxtb16_ror8(x);
-    return ce_pack16(ce_lo16(a) + ce_lo16(e), ce_hi16(a) + ce_hi16(e));
+    const int32_t e = ce_sxtb16_ror8(x);
+    return ce_mk16(ce_lo16(a) + ce_lo16(e), ce_hi16(a) + ce_hi16(e));
 }
 static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc)
 {
     return acc + ce_lo16(a) * ce_lo16(b) + ce_hi16(a) * ce_hi16(b);
 }
+static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_lo16(b); }
+static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_hi16(b); }
 #endif
 
 static inline int32_t ce_rd32(const void *p)
@@ -61,7 +62,6 @@ static inline int32_t ce_rd32(const void *p)
     return v;
 }
 
-static inline void ce_wr32(void *p, int32_t v) { memcpy(p, &v, 4); }
 
 /* ---- TFLite fixed-point arithmetic ------------------------------------------------------------ */
 
@@ -85,9 +85,27 @@ static inline int32_t ce_rdbpot(int32_t x, int32_t exponent)
 
 static inline int32_t ce_mbqm(int32_t x, int32_t multiplier, int32_t shift)
 {
+#if !defined(CE_SINGLE_ROUNDING)
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
     return ce_rdbpot(ce_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+#else
+    const int32_t total_shift = 31 - shift;
+    const int64_t round = (int64_t)1 << (total_shift - 1);
+    return (int32_t)(((int64_t)x * multiplier + round) >> total_shift);
+#endif
+}
+
+/* LiteRT's optimised (ruy/x86) output stage: rounding doubling high multiply, then a rounding right shift
+ * with ties towards +inf. Used by CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED on LiteRT's builtin kernels.
+ * Multipliers are never negative (generator), so the doubling high multiply cannot saturate. */
+static inline int32_t ce_mbqm_up(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = left - shift;
+    const int32_t xs = (int32_t)((uint32_t)x << left);
+    const int32_t hm = (int32_t)(((int64_t)xs * multiplier + ((int64_t)1 << 30)) >> 31);
+    return (int32_t)((uint32_t)hm + (((uint32_t)1 << right) >> 1)) >> right;
 }
 
 int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift)
@@ -95,12 +113,36 @@ int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t sh
     return ce_mbqm(x, multiplier, shift);
 }
 
+#ifndef CE_REQUANT_MBQM
+#define CE_REQUANT_MBQM ce_mbqm_up
+#endif
 static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_t off, int32_t lo, int32_t hi)
 {
-    int32_t v = ce_mbqm(acc, mult, shift) + off;
+    int32_t v = CE_REQUANT_MBQM(acc, mult, shift) + off;
     v = v < lo ? lo : v;
     v = v > hi ? hi : v;
     return (int8_t)v;
+}
+
+/* requantise two accumulators of the same output channel (same multiplier) */
+static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int32_t shift, int32_t off,
+                                   int32_t lo, int32_t hi, int8_t *dst0, int8_t *dst1)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = left - shift;
+    const uint32_t rnd = ((uint32_t)1 << right) >> 1;
+    const int32_t x0 = (int32_t)((uint32_t)acc0 << left);
+    const int32_t x1 = (int32_t)((uint32_t)acc1 << left);
+    int32_t v0 = (int32_t)(((int64_t)x0 * mult + ((int64_t)1 << 30)) >> 31);
+    int32_t v1 = (int32_t)(((int64_t)x1 * mult + ((int64_t)1 << 30)) >> 31);
+    v0 = ((int32_t)((uint32_t)v0 + rnd) >> right) + off;
+    v1 = ((int32_t)((uint32_t)v1 + rnd) >> right) + off;
+    v0 = v0 < lo ? lo : v0;
+    v0 = v0 > hi ? hi : v0;
+    v1 = v1 < lo ? lo : v1;
+    v1 = v1 > hi ? hi : v1;
+    *dst0 = (int8_t)v0;
+    *dst1 = (int8_t)v1;
 }
 
 /* round half away from zero (std::round) for |x| < 2^23, without libm */
@@ -117,304 +159,374 @@ static inline int32_t ce_round_f32(float x)
 }
 
 /* ---- CONV_2D --------------------------------------------------------------------------------- */
+/* Weights: every row (output channel) is zero-padded to kp = round_up(k_h*k_w*in_c, 4) elements; rows are
+ * stored in pairs interleaved by groups of 4 bytes (row 2p group g at 8g, row 2p+1 group g at 8g+4); an odd
+ * last row is stored plainly. The im2col column holds, per group of 4 elements, two int32 words with the
+ * int16 values (x0,x2) and (x1,x3) (input offset added, padding = 0): exactly what SXTB16 gives on the weights.
+ * Columns of two output pixels are interleaved by groups (pixel A words at 4g, 4g+1, pixel B at 4g+2, 4g+3). */
 
-#if defined(CE_DSP)
-/* im2col of one output pixel into int16 with the input offset added; padding -> 0.
- * Within every complete group of 4 elements the order is (x0, x2, x1, x3), matching SXTB16 on the weights. */
-static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t oy, int32_t ox, int16_t *col)
+static inline int32_t ce_pack16(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((uint32_t)(uint16_t)(int16_t)hi << 16) | (uint32_t)(uint16_t)(int16_t)lo);
+}
+
+static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, int32_t *col, int32_t gstride,
+                      int16_t *nat)
 {
     const int32_t ic = p->in_c;
+    const int32_t oy = pix / p->out_w;
+    const int32_t ox = pix - oy * p->out_w;
     const int32_t iy0 = oy * p->stride_h - p->pad_t;
     const int32_t ix0 = ox * p->stride_w - p->pad_l;
+    const int32_t kp = p->k_padded;
     int32_t ky, kx;
     if ((ic & 3) == 0) {
-        const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)(int16_t)p->in_offset << 16) |
-                                       (uint32_t)(uint16_t)(int16_t)p->in_offset);
-        int16_t *dst = col;
+        const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+        int32_t *dst = col;
         for (ky = 0; ky < p->k_h; ++ky) {
             const int32_t iy = iy0 + ky * p->dil_h;
             for (kx = 0; kx < p->k_w; ++kx) {
                 const int32_t ix = ix0 + kx * p->dil_w;
+                int32_t c;
                 if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                    memset(dst, 0, (size_t)ic * sizeof(int16_t));
+                    for (c = 0; c < ic; c += 4) {
+                        dst[0] = 0;
+                        dst[1] = 0;
+                        dst += gstride;
+                    }
                 } else {
                     const int8_t *src = in + (iy * p->in_w + ix) * ic;
-                    int32_t c;
                     for (c = 0; c < ic; c += 4) {
                         const int32_t v = ce_rd32(src + c);
-                        ce_wr32(dst + c, ce_sxtab16(off2, v));
-                        ce_wr32(dst + c + 2, ce_sxtab16_ror8(off2, v));
+                        dst[0] = ce_sxtab16(off2, v);
+                        dst[1] = ce_sxtab16_ror8(off2, v);
+                        dst += gstride;
                     }
                 }
-                dst += ic;
             }
         }
     } else {
-        const int32_t k4 = (p->k_h * p->k_w * ic) & ~3;
-        int32_t j = 0;
+        /* generic channel count: natural-order int16 patch into nat[], then packed into groups */
+        const int32_t k = p->k_h * p->k_w * ic;
+        int16_t *d = nat;
+        int32_t j, g;
         for (ky = 0; ky < p->k_h; ++ky) {
             const int32_t iy = iy0 + ky * p->dil_h;
-            for (kx = 0; kx < p->k_w; ++kx) {
-                const int32_t ix = ix0 + kx * p->dil_w;
-                const int inside = !(iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w);
-                const int8_t *src = in + (iy * p->in_w + ix) * ic;
-                int32_t c;
-                for (c = 0; c < ic; ++c, ++j) {
-                    const int32_t pos = j < k4 ? ((j & ~3) | ((j & 1) << 1) | ((j >> 1) & 1)) : j;
-                    col[pos] = (int16_t)(inside ? src[c] + p->in_offset : 0);
+            const int8_t *srow = in + iy * p->in_w * ic;
+            if (iy < 0 || iy >= p->in_h) {
+                for (j = 0; j < p->k_w * ic; ++j) {
+                    *d++ = 0;
+                }
+            } else if (p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w) {
+                const int8_t *src = srow + ix0 * ic;
+                for (j = 0; j < p->k_w * ic; ++j) {
+                    *d++ = (int16_t)(src[j] + p->in_offset);
+                }
+            } else {
+                for (kx = 0; kx < p->k_w; ++kx) {
+                    const int32_t ix = ix0 + kx * p->dil_w;
+                    int32_t c;
+                    if (ix < 0 || ix >= p->in_w) {
+                        for (c = 0; c < ic; ++c) {
+                            *d++ = 0;
+                        }
+                    } else {
+                        for (c = 0; c < ic; ++c) {
+                            *d++ = (int16_t)(srow[ix * ic + c] + p->in_offset);
+                        }
+                    }
                 }
             }
+        }
+        for (j = k; j < kp; ++j) {
+            *d++ = 0;
+        }
+        for (g = 0; g < (kp >> 2); ++g) {
+            col[g * gstride] = ce_pack16(nat[4 * g], nat[4 * g + 2]);
+            col[g * gstride + 1] = ce_pack16(nat[4 * g + 1], nat[4 * g + 3]);
         }
     }
 }
 
-/* dot products of two weight rows with two im2col columns (2x2 block of outputs) */
-static inline void ce_dot_2x2(const int8_t *w0, const int8_t *w1, const int16_t *c0, const int16_t *c1, int32_t k,
-                              int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
-{
-    int32_t s00 = *a00, s01 = *a01, s10 = *a10, s11 = *a11;
-    int32_t n = k >> 2;
-    int32_t r;
-    while (n-- > 0) {
-        const int32_t wa = ce_rd32(w0);
-        const int32_t wb = ce_rd32(w1);
-        const int32_t wa1 = ce_sxtb16(wa), wa2 = ce_sxtb16_ror8(wa);
-        const int32_t wb1 = ce_sxtb16(wb), wb2 = ce_sxtb16_ror8(wb);
-        int32_t x1 = ce_rd32(c0), x2 = ce_rd32(c0 + 2);
-        s00 = ce_smlad(wa1, x1, s00);
-        s10 = ce_smlad(wb1, x1, s10);
-        s00 = ce_smlad(wa2, x2, s00);
-        s10 = ce_smlad(wb2, x2, s10);
-        x1 = ce_rd32(c1);
-        x2 = ce_rd32(c1 + 2);
-        s01 = ce_smlad(wa1, x1, s01);
-        s11 = ce_smlad(wb1, x1, s11);
-        s01 = ce_smlad(wa2, x2, s01);
-        s11 = ce_smlad(wb2, x2, s11);
-        w0 += 4;
-        w1 += 4;
-        c0 += 4;
-        c1 += 4;
-    }
-    for (r = 0; r < (k & 3); ++r) {
-        s00 += c0[r] * w0[r];
-        s01 += c1[r] * w0[r];
-        s10 += c0[r] * w1[r];
-        s11 += c1[r] * w1[r];
-    }
-    *a00 = s00;
-    *a01 = s01;
-    *a10 = s10;
-    *a11 = s11;
-}
+/* two weight rows (pair-interleaved) x two columns (interleaved): acc = {row a col A, row a col B, row b col A,
+ * row b col B}; groups >= 1 */
+#if defined(CE_ARM_DSP)
+#define CE_DOT_2X2_GROUP                                                                                        \
+    "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
+    "ldr %[wv], [%[w]], #4\n\t"                                                                                 \
+    "sxtb16 %[t], %[wv]\n\t"                                                                                    \
+    "sxtb16 %[wv], %[wv], ror #8\n\t"                                                                           \
+    "smlad %[a0], %[t], %[x0], %[a0]\n\t"                                                                       \
+    "smlad %[a1], %[t], %[x2], %[a1]\n\t"                                                                       \
+    "smlad %[a0], %[wv], %[x1], %[a0]\n\t"                                                                      \
+    "smlad %[a1], %[wv], %[x3], %[a1]\n\t"                                                                      \
+    "ldr %[wv], [%[w]], #4\n\t"                                                                                 \
+    "sxtb16 %[t], %[wv]\n\t"                                                                                    \
+    "sxtb16 %[wv], %[wv], ror #8\n\t"                                                                           \
+    "smlad %[b0], %[t], %[x0], %[b0]\n\t"                                                                       \
+    "smlad %[b1], %[t], %[x2], %[b1]\n\t"                                                                       \
+    "smlad %[b0], %[wv], %[x1], %[b0]\n\t"                                                                      \
+    "smlad %[b1], %[wv], %[x3], %[b1]\n\t"
 
-static inline int32_t ce_dot_1x1(const int8_t *w, const int16_t *c, int32_t k, int32_t acc)
+static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
 {
-    int32_t n = k >> 2;
-    int32_t r;
-    while (n-- > 0) {
-        const int32_t wa = ce_rd32(w);
-        acc = ce_smlad(ce_sxtb16(wa), ce_rd32(c), acc);
-        acc = ce_smlad(ce_sxtb16_ror8(wa), ce_rd32(c + 2), acc);
-        w += 4;
-        c += 4;
+    register int32_t x0 __asm__("r3");
+    register int32_t x1 __asm__("r4");
+    register int32_t x2 __asm__("r5");
+    register int32_t x3 __asm__("r6");
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    int32_t wv, t;
+    int32_t n = groups >> 1;
+    if (groups & 1) {
+        __asm__ volatile(CE_DOT_2X2_GROUP
+                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
+                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wv] "=&r"(wv),
+                           [t] "=&r"(t)
+                         :
+                         : "memory");
     }
-    for (r = 0; r < (k & 3); ++r) {
-        acc += c[r] * w[r];
+    if (n > 0) {
+        __asm__ volatile("1:\n\t" CE_DOT_2X2_GROUP CE_DOT_2X2_GROUP
+                         "subs %[n], %[n], #1\n\t"
+                         "bne 1b\n\t"
+                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
+                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wv] "=&r"(wv),
+                           [t] "=&r"(t), [n] "+r"(n)
+                         :
+                         : "cc", "memory");
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
+#else
+static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
+{
+    int32_t s0a = acc[0], s0b = acc[1], s1a = acc[2], s1b = acc[3];
+    while (groups-- > 0) {
+        const int32_t wa = ce_rd32(w);
+        const int32_t wb = ce_rd32(w + 4);
+        const int32_t xa0 = c[0], xa1 = c[1], xb0 = c[2], xb1 = c[3];
+        int32_t t;
+        w += 8;
+        c += 4;
+        t = ce_sxtb16(wa);
+        s0a = ce_smlad(t, xa0, s0a);
+        s0b = ce_smlad(t, xb0, s0b);
+        t = ce_sxtb16_ror8(wa);
+        s0a = ce_smlad(t, xa1, s0a);
+        s0b = ce_smlad(t, xb1, s0b);
+        t = ce_sxtb16(wb);
+        s1a = ce_smlad(t, xa0, s1a);
+        s1b = ce_smlad(t, xb0, s1b);
+        t = ce_sxtb16_ror8(wb);
+        s1a = ce_smlad(t, xa1, s1a);
+        s1b = ce_smlad(t, xb1, s1b);
+    }
+    acc[0] = s0a;
+    acc[1] = s0b;
+    acc[2] = s1a;
+    acc[3] = s1b;
+}
+#endif
+
+/* one weight row with stride wstride bytes per group x one column with stride cstride words per group */
+static inline int32_t ce_dot_1x1(const int8_t *w, int32_t wstride, const int32_t *c, int32_t cstride,
+                                 int32_t groups, int32_t acc)
+{
+    while (groups-- > 0) {
+        const int32_t wa = ce_rd32(w);
+        acc = ce_smlad(ce_sxtb16(wa), c[0], acc);
+        acc = ce_smlad(ce_sxtb16_ror8(wa), c[1], acc);
+        w += wstride;
+        c += cstride;
     }
     return acc;
 }
 
-/* requantise and store a column's outputs for channels [oc, oc+n) */
-static inline void ce_store(const ce_conv_params *p, int8_t *dst, int32_t oc, int32_t acc)
-{
-    dst[oc] = ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
-}
-
 void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
-    const int32_t k = p->k_h * p->k_w * p->in_c;
+    const int32_t groups = p->k_padded >> 2;
     const int32_t npix = p->out_h * p->out_w;
     const int32_t oc_n = p->out_c;
-    int16_t *col0 = scratch;
-    int16_t *col1 = scratch + ((k + 1) & ~1);
+    int32_t *col = (int32_t *)(void *)scratch;
+    int16_t *nat = (int16_t *)(void *)(col + p->k_padded); /* used when in_c % 4 != 0 */
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t pix;
     for (pix = 0; pix < npix; pix += 2) {
-        const int two = (pix + 1) < npix;
         int8_t *out0 = out + pix * oc_n;
-        int8_t *out1 = out0 + oc_n;
         int32_t oc;
-        ce_im2col(p, in, pix / p->out_w, pix % p->out_w, col0);
-        if (two) {
-            ce_im2col(p, in, (pix + 1) / p->out_w, (pix + 1) % p->out_w, col1);
+        if (pix + 1 < npix) {
+            int8_t *out1 = out0 + oc_n;
+            ce_im2col(p, in, pix, col, 4, nat);
+            ce_im2col(p, in, pix + 1, col + 2, 4, nat);
             for (oc = 0; oc + 1 < oc_n; oc += 2) {
-                const int8_t *w0 = p->weights + oc * k;
-                int32_t a00 = p->bias[oc], a01 = p->bias[oc];
-                int32_t a10 = p->bias[oc + 1], a11 = p->bias[oc + 1];
-                ce_dot_2x2(w0, w0 + k, col0, col1, k, &a00, &a01, &a10, &a11);
-                ce_store(p, out0, oc, a00);
-                ce_store(p, out1, oc, a01);
-                ce_store(p, out0, oc + 1, a10);
-                ce_store(p, out1, oc + 1, a11);
+                int32_t acc[4];
+                acc[0] = acc[1] = p->bias[oc];
+                acc[2] = acc[3] = p->bias[oc + 1];
+                ce_dot_2x2(p->weights + oc * p->k_padded, col, groups, acc);
+                ce_requant_pair(acc[0], acc[1], p->mult[oc], p->shift[oc], out_off, act_min, act_max, out0 + oc,
+                                out1 + oc);
+                ce_requant_pair(acc[2], acc[3], p->mult[oc + 1], p->shift[oc + 1], out_off, act_min, act_max,
+                                out0 + oc + 1, out1 + oc + 1);
             }
             if (oc < oc_n) {
-                const int8_t *w0 = p->weights + oc * k;
-                ce_store(p, out0, oc, ce_dot_1x1(w0, col0, k, p->bias[oc]));
-                ce_store(p, out1, oc, ce_dot_1x1(w0, col1, k, p->bias[oc]));
+                const int8_t *w = p->weights + oc * p->k_padded;
+                int32_t a = ce_dot_1x1(w, 4, col, 4, groups, p->bias[oc]);
+                int32_t b = ce_dot_1x1(w, 4, col + 2, 4, groups, p->bias[oc]);
+                out0[oc] = ce_requant(a, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+                out1[oc] = ce_requant(b, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
             }
         } else {
+            ce_im2col(p, in, pix, col, 2, nat);
             for (oc = 0; oc < oc_n; ++oc) {
-                ce_store(p, out0, oc, ce_dot_1x1(p->weights + oc * k, col0, k, p->bias[oc]));
+                const int paired = (oc | 1) < oc_n;
+                const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
+                const int32_t a = ce_dot_1x1(w, paired ? 8 : 4, col, 2, groups, p->bias[oc]);
+                out0[oc] = ce_requant(a, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
             }
         }
     }
 }
-
-#else /* portable reference path */
-
-void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
-{
-    int32_t oy, ox, oc, ky, kx, c;
-    (void)scratch;
-    for (oy = 0; oy < p->out_h; ++oy) {
-        for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t iy0 = oy * p->stride_h - p->pad_t;
-            const int32_t ix0 = ox * p->stride_w - p->pad_l;
-            for (oc = 0; oc < p->out_c; ++oc) {
-                const int8_t *w = p->weights + oc * p->k_h * p->k_w * p->in_c;
-                int32_t acc = p->bias[oc];
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int32_t iy = iy0 + ky * p->dil_h;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int32_t ix = ix0 + kx * p->dil_w;
-                        const int8_t *src;
-                        const int8_t *wk;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        src = in + (iy * p->in_w + ix) * p->in_c;
-                        wk = w + (ky * p->k_w + kx) * p->in_c;
-                        for (c = 0; c < p->in_c; ++c) {
-                            acc += (src[c] + p->in_offset) * wk[c];
-                        }
-                    }
-                }
-                out[(oy * p->out_w + ox) * p->out_c + oc] =
-                    ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
-            }
-        }
-    }
-}
-#endif
 
 /* ---- DEPTHWISE_CONV_2D ------------------------------------------------------------------------ */
+/* Row by row. In place (p->inplace: out == in, stride 1, same size): each output row is computed into a
+ * temporary row, the input row is saved into a ring of pad_t rows (still needed by the next output rows),
+ * then the output row overwrites it. scratch = [temp row][ring]. */
 
-void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out)
+static inline const int8_t *ce_dw_row(const ce_conv_params *p, const int8_t *in, const int8_t *ring, int32_t iy,
+                                      int32_t oy, int32_t row_bytes)
+{
+    if (p->inplace && iy < oy) {
+        return ring + (iy % p->pad_t) * row_bytes;
+    }
+    return in + iy * row_bytes;
+}
+
+void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch)
 {
     const int32_t oc_n = p->out_c;
     const int32_t dm = p->depth_multiplier;
+    const int32_t row_bytes = p->in_w * p->in_c;
+    const int32_t out_row_bytes = p->out_w * oc_n;
+    int8_t *tmp = scratch;
+    int8_t *ring = scratch + out_row_bytes;
     int32_t oy, ox, ky, kx, oc;
-    int32_t acc[64];
     for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_t;
+        const int32_t ky0 = iy0 < 0 ? (-iy0 + p->dil_h - 1) / p->dil_h : 0;
+        int32_t ky1 = p->k_h;
+        int8_t *dst_row = p->inplace ? tmp : out + oy * out_row_bytes;
+        const int8_t *rows[16];
+        while (ky1 > ky0 && iy0 + (ky1 - 1) * p->dil_h >= p->in_h) {
+            --ky1;
+        }
+        for (ky = ky0; ky < ky1; ++ky) {
+            rows[ky] = ce_dw_row(p, in, ring, iy0 + ky * p->dil_h, oy, row_bytes);
+        }
         for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t iy0 = oy * p->stride_h - p->pad_t;
             const int32_t ix0 = ox * p->stride_w - p->pad_l;
-            int8_t *dst = out + (oy * p->out_w + ox) * oc_n;
-            int32_t base;
-            for (base = 0; base < oc_n; base += 64) {
-                const int32_t n = (oc_n - base) < 64 ? (oc_n - base) : 64;
-                for (oc = 0; oc < n; ++oc) {
-                    acc[oc] = p->bias[base + oc];
-                }
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int32_t iy = iy0 + ky * p->dil_h;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int32_t ix = ix0 + kx * p->dil_w;
-                        const int8_t *src;
-                        const int8_t *w;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        src = in + (iy * p->in_w + ix) * p->in_c;
-                        w = p->weights + (ky * p->k_w + kx) * oc_n + base;
-                        if (dm == 1) {
-                            const int8_t *s = src + base;
-                            oc = 0;
-#if defined(CE_DSP)
-                            {
-                                const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)(int16_t)p->in_offset << 16) |
-                                                               (uint32_t)(uint16_t)(int16_t)p->in_offset);
-                                for (; oc + 3 < n; oc += 4) {
-                                    const int32_t xv = ce_rd32(s + oc);
-                                    const int32_t wv = ce_rd32(w + oc);
-                                    const int32_t x02 = ce_sxtab16(off2, xv), x13 = ce_sxtab16_ror8(off2, xv);
-                                    const int32_t w02 = ce_sxtb16(wv), w13 = ce_sxtb16_ror8(wv);
-                                    acc[oc] += (int16_t)x02 * (int16_t)w02;
-                                    acc[oc + 2] += (x02 >> 16) * (w02 >> 16);
-                                    acc[oc + 1] += (int16_t)x13 * (int16_t)w13;
-                                    acc[oc + 3] += (x13 >> 16) * (w13 >> 16);
-                                }
-                            }
-#endif
-                            for (; oc < n; ++oc) {
-                                acc[oc] += (s[oc] + p->in_offset) * w[oc];
-                            }
-                        } else {
-                            for (oc = 0; oc < n; ++oc) {
-                                acc[oc] += (src[(base + oc) / dm] + p->in_offset) * w[oc];
-                            }
+            const int32_t kx0 = ix0 < 0 ? (-ix0 + p->dil_w - 1) / p->dil_w : 0;
+            int32_t kx1 = p->k_w;
+            int8_t *dst = dst_row + ox * oc_n;
+            while (kx1 > kx0 && ix0 + (kx1 - 1) * p->dil_w >= p->in_w) {
+                --kx1;
+            }
+            oc = 0;
+            if (dm == 1) {
+                const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+                for (; oc + 3 < oc_n; oc += 4) {
+                    int32_t a0 = p->bias[oc], a1 = p->bias[oc + 1], a2 = p->bias[oc + 2], a3 = p->bias[oc + 3];
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *src = rows[ky] + (ix0 + kx0 * p->dil_w) * p->in_c + oc;
+                        const int8_t *w = p->weights + (ky * p->k_w + kx0) * oc_n + oc;
+                        for (kx = kx0; kx < kx1; ++kx) {
+                            const int32_t xv = ce_rd32(src);
+                            const int32_t wv = ce_rd32(w);
+                            const int32_t x02 = ce_sxtab16(off2, xv), x13 = ce_sxtab16_ror8(off2, xv);
+                            const int32_t w02 = ce_sxtb16(wv), w13 = ce_sxtb16_ror8(wv);
+                            a0 = ce_smlabb(x02, w02, a0);
+                            a2 = ce_smlatt(x02, w02, a2);
+                            a1 = ce_smlabb(x13, w13, a1);
+                            a3 = ce_smlatt(x13, w13, a3);
+                            src += p->dil_w * p->in_c;
+                            w += oc_n;
                         }
                     }
-                }
-                for (oc = 0; oc < n; ++oc) {
-                    dst[base + oc] = ce_requant(acc[oc], p->mult[base + oc], p->shift[base + oc], p->out_offset,
-                                                p->act_min, p->act_max);
+                    dst[oc] = ce_requant(a0, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+                    dst[oc + 1] = ce_requant(a1, p->mult[oc + 1], p->shift[oc + 1], p->out_offset, p->act_min,
+                                             p->act_max);
+                    dst[oc + 2] = ce_requant(a2, p->mult[oc + 2], p->shift[oc + 2], p->out_offset, p->act_min,
+                                             p->act_max);
+                    dst[oc + 3] = ce_requant(a3, p->mult[oc + 3], p->shift[oc + 3], p->out_offset, p->act_min,
+                                             p->act_max);
                 }
             }
+            for (; oc < oc_n; ++oc) {
+                int32_t acc = p->bias[oc];
+                const int32_t ic = oc / dm;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        const int32_t ix = ix0 + kx * p->dil_w;
+                        acc += (rows[ky][ix * p->in_c + ic] + p->in_offset) * p->weights[(ky * p->k_w + kx) * oc_n + oc];
+                    }
+                }
+                dst[oc] = ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+            }
+        }
+        if (p->inplace) {
+            if (p->pad_t > 0) {
+                memcpy(ring + (oy % p->pad_t) * row_bytes, in + oy * row_bytes, (size_t)row_bytes);
+            }
+            memcpy(out + oy * out_row_bytes, tmp, (size_t)out_row_bytes);
         }
     }
 }
 
 /* ---- FULLY_CONNECTED -------------------------------------------------------------------------- */
+/* Weights laid out like CONV_2D's (rows padded to in_depth rounded up to 4, pair-interleaved). */
 
-void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out)
 {
     const int32_t k = p->in_depth;
-    int32_t b, o;
+    const int32_t kp = (k + 3) & ~3;
+    const int32_t full = k >> 2;
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+    int32_t b, o, g, r;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = in + b * k;
         int8_t *y = out + b * p->out_depth;
-#if defined(CE_DSP)
-        {
-            int32_t j;
-            const int32_t k4 = k & ~3;
-            for (j = 0; j < k; ++j) {
-                const int32_t pos = j < k4 ? ((j & ~3) | ((j & 1) << 1) | ((j >> 1) & 1)) : j;
-                scratch[pos] = (int16_t)(x[j] + p->in_offset);
+        for (o = 0; o < p->out_depth; o += 2) {
+            const int paired = o + 1 < p->out_depth;
+            const int8_t *w = p->weights + o * kp;
+            const int32_t wstep = paired ? 8 : 4;
+            int32_t a0 = p->bias[o];
+            int32_t a1 = paired ? p->bias[o + 1] : 0;
+            for (g = 0; g < full; ++g) {
+                const int32_t xv = ce_rd32(x + 4 * g);
+                const int32_t x02 = ce_sxtab16(off2, xv), x13 = ce_sxtab16_ror8(off2, xv);
+                const int32_t wa = ce_rd32(w + g * wstep);
+                a0 = ce_smlad(ce_sxtb16(wa), x02, a0);
+                a0 = ce_smlad(ce_sxtb16_ror8(wa), x13, a0);
+                if (paired) {
+                    const int32_t wb = ce_rd32(w + g * wstep + 4);
+                    a1 = ce_smlad(ce_sxtb16(wb), x02, a1);
+                    a1 = ce_smlad(ce_sxtb16_ror8(wb), x13, a1);
+                }
             }
-            for (o = 0; o < p->out_depth; ++o) {
-                const int32_t acc = ce_dot_1x1(p->weights + o * k, scratch, k, p->bias[o]);
-                y[o] = ce_requant(acc, p->mult[o], p->shift[o], p->out_offset, p->act_min, p->act_max);
+            for (r = 0; r < (k & 3); ++r) {
+                const int32_t xv = x[4 * full + r] + p->in_offset;
+                a0 += xv * w[full * wstep + r];
+                if (paired) {
+                    a1 += xv * w[full * wstep + 4 + r];
+                }
+            }
+            y[o] = ce_requant(a0, p->mult[o], p->shift[o], p->out_offset, p->act_min, p->act_max);
+            if (paired) {
+                y[o + 1] = ce_requant(a1, p->mult[o + 1], p->shift[o + 1], p->out_offset, p->act_min, p->act_max);
             }
         }
-#else
-        (void)scratch;
-        for (o = 0; o < p->out_depth; ++o) {
-            const int8_t *w = p->weights + o * k;
-            int32_t acc = p->bias[o];
-            int32_t j;
-            for (j = 0; j < k; ++j) {
-                acc += (x[j] + p->in_offset) * w[j];
-            }
-            y[o] = ce_requant(acc, p->mult[o], p->shift[o], p->out_offset, p->act_min, p->act_max);
-        }
-#endif
     }
 }
 
@@ -481,17 +593,35 @@ void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out)
 
 /* ---- ADD -------------------------------------------------------------------------------------- */
 
+/* MultiplyByQuantizedMultiplier (double rounding) with the shift split into left/right parts by the caller */
+static inline int32_t ce_mbqm_split(int32_t x, int32_t multiplier, int32_t left, int32_t right, int32_t mask)
+{
+    const int32_t xs = (int32_t)((uint32_t)x << left);
+    const int32_t hm = (int32_t)(((int64_t)xs * multiplier + ((int64_t)1 << 30)) >> 31);
+    const int32_t threshold = (mask >> 1) + (hm < 0 ? 1 : 0);
+    return (hm >> right) + ((hm & mask) > threshold ? 1 : 0);
+}
+
 void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
+    const int32_t l1 = p->in1_shift > 0 ? p->in1_shift : 0, r1 = l1 - p->in1_shift;
+    const int32_t l2 = p->in2_shift > 0 ? p->in2_shift : 0, r2 = l2 - p->in2_shift;
+    const int32_t lo = p->out_shift > 0 ? p->out_shift : 0, ro = lo - p->out_shift;
+    const int32_t m1 = (int32_t)(((uint32_t)1 << r1) - 1u), m2 = (int32_t)(((uint32_t)1 << r2) - 1u);
+    const int32_t mo = (int32_t)(((uint32_t)1 << ro) - 1u);
+    const int32_t s1 = p->left_shift + l1, s2 = p->left_shift + l2;
+    const int32_t mul1 = p->in1_mult, mul2 = p->in2_mult, mulo = p->out_mult;
+    const int32_t off1 = p->in1_offset, off2 = p->in2_offset, offo = p->out_offset;
+    const int32_t amin = p->act_min, amax = p->act_max;
+    const int32_t n = p->size;
     int32_t i;
-    for (i = 0; i < p->size; ++i) {
-        const int32_t a = (int32_t)((uint32_t)(in1[i] + p->in1_offset) << p->left_shift);
-        const int32_t b = (int32_t)((uint32_t)(in2[i] + p->in2_offset) << p->left_shift);
-        const int32_t sa = ce_mbqm(a, p->in1_mult, p->in1_shift);
-        const int32_t sb = ce_mbqm(b, p->in2_mult, p->in2_shift);
-        int32_t v = ce_mbqm(sa + sb, p->out_mult, p->out_shift) + p->out_offset;
-        v = v < p->act_min ? p->act_min : v;
-        v = v > p->act_max ? p->act_max : v;
+    for (i = 0; i < n; ++i) {
+        const int32_t a = (int32_t)((uint32_t)(in1[i] + off1) << s1);
+        const int32_t b = (int32_t)((uint32_t)(in2[i] + off2) << s2);
+        const int32_t sum = ce_mbqm_split(a, mul1, 0, r1, m1) + ce_mbqm_split(b, mul2, 0, r2, m2);
+        int32_t v = ce_mbqm_split(sum, mulo, lo, ro, mo) + offo;
+        v = v < amin ? amin : v;
+        v = v > amax ? amax : v;
         out[i] = (int8_t)v;
     }
 }
@@ -509,9 +639,7 @@ void ce_mean_s8(const ce_mean_params *p, const int8_t *in, int8_t *out)
             for (r = 0; r < p->reduce; ++r) {
                 acc += src[r * p->inner] - p->in_zero_point;
             }
-            v = ce_mbqm(acc, p->mult, p->shift);
-            v = v > 0 ? (v + p->reduce / 2) / p->reduce : (v - p->reduce / 2) / p->reduce;
-            v += p->out_zero_point;
+            v = ce_mbqm(acc, p->mult, p->shift) + p->out_zero_point;
             v = v < -128 ? -128 : v;
             v = v > 127 ? 127 : v;
             out[o * p->inner + i] = (int8_t)v;

@@ -23,8 +23,10 @@ typedef struct {
     int32_t in_h, in_w, in_c, out_h, out_w, out_c;
     int32_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
     int32_t depth_multiplier; /* depthwise only */
+    int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 */
+    int32_t inplace;          /* output overwrites the input buffer (planner decision) */
     int32_t in_offset, out_offset, act_min, act_max;
-    const int8_t *weights;  /* conv: [out_c][k_h][k_w][in_c]; depthwise: [k_h][k_w][out_c] */
+    const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c] */
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
     const int32_t *shift;   /* [out_c] */
@@ -33,7 +35,7 @@ typedef struct {
 typedef struct {
     int32_t batches, in_depth, out_depth;
     int32_t in_offset, out_offset, act_min, act_max;
-    const int8_t *weights;  /* [out_depth][in_depth] */
+    const int8_t *weights;  /* [out_depth][in_depth rounded up to 4], pair-interleaved like CONV_2D */
     const int32_t *bias;    /* [out_depth] */
     const int32_t *mult;    /* [out_depth] */
     const int32_t *shift;   /* [out_depth] */
@@ -55,7 +57,8 @@ typedef struct {
 
 typedef struct {
     int32_t outer, reduce, inner;  /* input viewed as [outer][reduce][inner], output [outer][inner] */
-    int32_t in_zero_point, out_zero_point, mult, shift;
+    int32_t in_zero_point, out_zero_point;
+    int32_t mult, shift;           /* QuantizeMultiplier(input_scale / (output_scale * reduce)) */
 } ce_mean_params;
 
 typedef struct {
@@ -73,8 +76,8 @@ typedef struct {
 int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
 void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
-void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out);
-void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
+void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
+void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out);
 void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);

@@ -1,0 +1,61 @@
+"""`toolchain pipeline`: train -> int8 -> TFLM export -> verify in one run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from toolchain.cli import main
+from toolchain.pipeline import DEFAULT_EPOCHS
+
+
+def cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.slow
+def test_default_pipeline_reaches_95_percent_int8_on_digits(tmp_path, capsys):
+    """The README's main job, with the default epochs (about 80 s on 2 shared cores)."""
+    out = tmp_path / "demo"
+    assert cli(["pipeline", "--output", str(out), "--runs", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "pipeline summary" in text and "PASSED" in text
+    s = json.loads((out / "pipeline.json").read_text())
+    assert s["epochs"] == DEFAULT_EPOCHS and s["model"] == "seed001_basic_cnn" and s["dataset"] == "digits"
+    assert s["int8_accuracy"] >= 0.95, s
+    assert s["passed"] is True and s["accuracy_drop_pp"] <= 1.0
+    for f in ("train/model.keras", "train/metadata.json", "model_int8.tflite", "model_int8.json",
+              "firmware/manifest.json", "verify/report.json", "verify/report.html"):
+        assert (out / f).is_file(), f
+    rep = json.loads((out / "verify" / "report.json").read_text())
+    assert rep["candidate"]["accuracy"] == s["int8_accuracy"] and rep["reference"]["accuracy"] == s["float_accuracy"]
+    manifest = json.loads((out / "firmware" / "manifest.json").read_text())
+    assert s["arena_bytes"] == manifest["arena"]["recommended_bytes"] > 0
+    assert s["int8_tflite_bytes"] == (out / "model_int8.tflite").stat().st_size
+    sidecar = json.loads((out / "model_int8.json").read_text())
+    assert sidecar["dataset"] == "digits" and sidecar["quantization"]["io_dtype"] == "int8"
+    # an existing run folder is not replaced without --force
+    assert cli(["pipeline", "--output", str(out)]) == 2
+    assert (out / "pipeline.json").is_file()
+
+
+def test_pipeline_rejects_bad_input_before_any_work(tmp_path, capsys):
+    assert cli(["pipeline", "--model", "no_such_model", "--output", str(tmp_path / "a")]) == 2
+    assert cli(["pipeline", "--dataset", "bogus:thing", "--output", str(tmp_path / "b")]) == 2
+    assert cli(["pipeline", "--epochs", "0", "--output", str(tmp_path / "c")]) == 2
+    assert not any((tmp_path / n).exists() for n in "abc")
+    err = capsys.readouterr().err
+    assert err.count("error:") == 3 and "no_such_model" in err
+
+
+def test_failed_stage_leaves_nothing_behind(tmp_path):
+    """A data set that cannot be loaded fails in the train stage; the partly built folder is removed."""
+    out = tmp_path / "run"
+    assert cli(["pipeline", "--dataset", f"npz:{tmp_path / 'missing.npz'}", "--output", str(out)]) == 2
+    assert not out.exists()
