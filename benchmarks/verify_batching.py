@@ -94,7 +94,9 @@ def main() -> None:
         for i in range(len(x)):
             din = it.get_input_details()[0]
             s, z = din["quantization"]
-            it.set_tensor(din["index"], np.clip(np.round(x[i:i + 1] / s) + z, -128, 127).astype(np.int8))
+            v = x[i:i + 1] / np.float32(s)
+            q = np.sign(v) * np.floor(np.abs(v) + 0.5) + z
+            it.set_tensor(din["index"], np.clip(q, -128, 127).astype(np.int8))
             it.invoke()
             outs.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
         tfl_naive = time.perf_counter() - t0

@@ -114,7 +114,7 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
                    arena: dict[str, Any], labels: list[str], labels_source: str, version: str) -> dict[str, str]:
     """The generated file texts, by file name (pure: no I/O besides reading the templates)."""
     from firmware_export.carray import c_array_body, c_comment, c_string
-    from firmware_export.op_resolver import resolver_methods
+    from firmware_export.op_resolver import model_operator_names, resolver_methods
 
     upper = name.upper()
     common = {"name": name, "UPPER": upper, "version": version, "source_name": c_comment(source_name),
@@ -154,7 +154,7 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
         arena_note=c_comment(arena["note"]), tensor_blocks="".join(blocks), labels_source=c_comment(labels_source),
         num_classes=len(labels), labels_body="\n".join(f"  {c_string(x)}," for x in labels))
 
-    methods = resolver_methods(model.opcode_names())
+    methods = resolver_methods(model_operator_names(model))
     add_calls = "".join(_render("op_add_call.tmpl", method=m, op=op) for op, m in methods).rstrip("\n")
     files[f"{name}_op_resolver.h"] = _render("op_resolver.h.tmpl", **common, op_count=len(methods),
                                              op_list=", ".join(op for op, _ in methods), add_calls=add_calls)
@@ -188,7 +188,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     import toolchain
     from firmware_export.arena import DEFAULT_MARGIN_PCT, check_margin, measure_arena
     from firmware_export.naming import c_identifier
-    from firmware_export.op_resolver import resolver_methods
+    from firmware_export.op_resolver import model_operator_names, resolver_methods
     from firmware_export.targets import fit_report, get_target
     from toolchain.fsutil import check_output_dir, output_dir, sha256_bytes
     from toolchain.tflite_model import load_tflite
@@ -196,14 +196,12 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     # ---- validate everything before any work
     src = Path(model_path)
     model = load_tflite(src)
-    if model.num_subgraphs > 1:
-        log.debug("model has %d subgraphs; TFLM resolves their operators too", model.num_subgraphs)
     cname = c_identifier(name if name is not None else src.stem)
     section = _check_section(section)
     margin = check_margin(DEFAULT_MARGIN_PCT if arena_margin is None else arena_margin)
     board = get_target(target) if target else None
     check_output_dir(out_dir, force)
-    methods = resolver_methods(model.opcode_names())
+    methods = resolver_methods(model_operator_names(model))
     if not model.inputs or not model.outputs:
         raise ExportError("the model has no inputs or no outputs", received=str(src))
     out0 = model.tensor(model.outputs[0])

@@ -120,3 +120,32 @@ def resolver_methods(opcode_names: list[str] | tuple[str, ...]) -> list[tuple[st
                           "(custom or unsupported ops)", received=", ".join(unknown),
                           hint="re-convert the model using builtin operators that TFLM implements")
     return [(n, TFLM_ADD_METHODS[n]) for n in names]
+
+
+def model_operator_names(model) -> list[str]:
+    """Sorted unique operator names of every subgraph (control-flow bodies included) of a parsed TFLiteModel."""
+    names = set(model.opcode_names())
+    if getattr(model, "num_subgraphs", 1) > 1:
+        import tflite
+
+        from toolchain.errors import ModelError
+
+        try:
+            root = tflite.Model.GetRootAsModel(model.data, 0)
+            table = tflite.utils.BUILTIN_OPCODE2NAME
+            codes = []
+            for i in range(root.OperatorCodesLength()):
+                oc = root.OperatorCodes(i)
+                code = max(int(oc.DeprecatedBuiltinCode()), int(oc.BuiltinCode()))
+                if code == tflite.BuiltinOperator.CUSTOM:
+                    codes.append((oc.CustomCode() or b"CUSTOM").decode("utf-8", "replace"))
+                else:
+                    codes.append(table.get(code, f"BUILTIN_{code}"))
+            for s in range(root.SubgraphsLength()):
+                sg = root.Subgraphs(s)
+                for j in range(sg.OperatorsLength()):
+                    names.add(codes[sg.Operators(j).OpcodeIndex()])
+        except (IndexError, ValueError, TypeError, AttributeError) as exc:
+            raise ModelError("not a valid TFLite flatbuffer (corrupt subgraph operators)",
+                             received=f"{model.path}: {type(exc).__name__}") from exc
+    return sorted(names)

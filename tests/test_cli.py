@@ -108,3 +108,18 @@ def test_atomic_outputs(tmp_path):
     with pytest.raises(ToolchainError, match="--force"):
         with output_dir(out):
             pass
+
+
+def test_atomic_outputs_have_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        f = atomic_write_bytes(tmp_path / "f.bin", b"x")
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644
+        with output_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("y")
+        assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    finally:
+        os.umask(mask)

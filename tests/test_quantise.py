@@ -37,10 +37,11 @@ def run_cli(args, capsys):
     return exc.value.code, out.out, out.err
 
 
-def reference_interpreter(path_or_bytes):
+def reference_interpreter(path_or_bytes, fast: bool = False):
+    """LiteRT with its reference kernels (bit-exact); ``fast`` uses the default (XNNPACK) kernels instead."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kwargs = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    kwargs = {} if fast else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     if isinstance(path_or_bytes, (bytes, bytearray)):
         interp = Interpreter(model_content=bytes(path_or_bytes), **kwargs)
     else:
@@ -49,9 +50,9 @@ def reference_interpreter(path_or_bytes):
     return interp
 
 
-def int8_predict(path, x: np.ndarray) -> np.ndarray:
-    """Independent int8 inference: quantise the input by hand, invoke the reference kernels, return raw outputs."""
-    interp = reference_interpreter(path)
+def int8_predict(path, x: np.ndarray, fast: bool = False) -> np.ndarray:
+    """Independent int8 inference: quantise the input by hand, invoke LiteRT, return the raw outputs."""
+    interp = reference_interpreter(path, fast=fast)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     scale, zero = inp["quantization"]
     outs = []
@@ -365,7 +366,18 @@ def _bad_cases(tmp_path: Path, tiny: Path):
     exists = tmp_path / "exists.tflite"
     exists.write_bytes(b"keep me")
     out = tmp_path / "o.tflite"
+    mismatch = tmp_path / "run_mismatch"
+    mismatch.mkdir()
+    shutil.copy(tiny, mismatch / "model.keras")
+    (mismatch / "metadata.json").write_text(json.dumps({
+        "model": "tiny", "dataset": "digits", "seed": 0, "split": {"val_fraction": 0.1, "test_fraction": 0.2},
+        "preprocessing": {"input_shape": [28, 28, 1], "scale": 0.0625, "resize": "bilinear", "channels": "keep"}}))
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
     return {
+        "preprocessing mismatch": (["quantise", mismatch, "-o", out],
+                                   "recorded preprocessing does not produce the model's input shape"),
+        "folder without model": (["quantise", empty, "-o", out, "-d", "digits"], "folder has no model.keras"),
         "missing model": (["quantise", tmp_path / "nope.keras", "-o", out, "-d", "digits"],
                           "model file not found"),
         "not keras": (["quantise", not_keras, "-o", out, "-d", "digits"], "expected a Keras model file (.keras)"),
@@ -390,7 +402,7 @@ def _bad_cases(tmp_path: Path, tiny: Path):
     }
 
 
-BAD_CASES = ["missing model", "not keras", "corrupt keras", "bad io", "zero calibration", "negative calibration",
+BAD_CASES = ["preprocessing mismatch", "folder without model", "missing model", "not keras", "corrupt keras", "bad io", "zero calibration", "negative calibration",
              "zero qat epochs", "unknown dataset", "no dataset", "class mismatch", "output exists",
              "output not tflite", "bad precision", "convert missing"]
 
@@ -451,33 +463,65 @@ def test_mlperf_architectures_match_published_int8_models(name, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # every zoo classifier, briefly trained on digits, keeps its accuracy within 1 pp after int8 quantisation
 
-# (epochs, max train samples, batch size): the fewest that give a sane float model on digits.
+# (epochs, training samples): the fewest that give a sane float model on digits. The run folders are made by
+# ``brief_train`` (BatchNormalization momentum lowered so its moving statistics settle within a few dozen steps).
 ZOO_TRAINING = {
-    "seed000_face": (1, 400, 16),
-    "seed002_keras_cnn": (2, 1294, 16),
-    "seed003_fashion_cnn": (2, 1294, 32),
-    "seed004_cs231n": (2, 1294, 32),
-    "resnet8": (3, 1294, 16),
-    "ds_cnn": (3, 1294, 16),
-    "mobilenet_v1_025": (3, 1294, 16),
+    "seed000_face": (1, 300),
+    "seed002_keras_cnn": (1, 600),
+    "seed003_fashion_cnn": (2, 600),
+    "seed004_cs231n": (3, 600),
+    "resnet8": (3, 600),
+    "ds_cnn": (3, 600),
+    "mobilenet_v1_025": (3, 400),
 }
+
+
+def brief_train(name: str, run_dir: Path, epochs: int, samples: int, batch_size: int = 32,
+                bn_momentum: float = 0.8) -> Path:
+    """A quick run folder (model.keras + metadata.json like ``toolchain train``) of zoo ``name`` on digits."""
+    import keras
+
+    import models
+    from toolchain.data import calibration_indices, load_dataset, make_preprocessing
+
+    spec = models.get_spec(name)
+    ds = load_dataset("digits", seed=0, val_fraction=0.1, test_fraction=0.2)
+    prep = make_preprocessing(ds, spec.input_shape)
+    keras.utils.set_random_seed(0)
+    model = models.build(name, num_classes=ds.num_classes)
+
+    def walk(m):
+        for layer in m.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
+            if hasattr(layer, "layers"):
+                walk(layer)
+
+    walk(model)
+    idx = calibration_indices(ds.y_train, samples, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=2e-3), loss="sparse_categorical_crossentropy")
+    model.fit(prep.apply(ds.x_train[idx]), ds.y_train[idx], epochs=epochs, batch_size=batch_size, verbose=0)
+    run_dir.mkdir(parents=True)
+    model.save(run_dir / "model.keras")
+    meta = {"model": name, "task": "classification", "dataset": "digits", "preprocessing": prep.to_dict(),
+            "labels": list(ds.labels), "num_classes": ds.num_classes, "input_shape": list(spec.input_shape),
+            "seed": 0, "split": {"val_fraction": 0.1, "test_fraction": 0.2}}
+    (run_dir / "metadata.json").write_text(json.dumps(meta))
+    return run_dir
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_CLASSIFIERS)
 def test_zoo_classifier_int8_within_1pp(name, tmp_path):
     from toolchain.quantise import QuantConfig, quantise
-    from toolchain.train import TrainOptions, train
 
-    epochs, samples, batch = ZOO_TRAINING[name]
-    run = tmp_path / name
-    train(name, "digits", run, TrainOptions(epochs=epochs, batch_size=batch, seed=0, patience=0,
-                                            max_train_samples=samples))
+    epochs, samples = ZOO_TRAINING[name]
+    run = brief_train(name, tmp_path / name, epochs, samples)
     out = tmp_path / f"{name}.tflite"
-    quantise(run, out, config=QuantConfig(calibration_samples=200), evaluate=False)
+    quantise(run, out, config=QuantConfig(calibration_samples=100), evaluate=False)
     assert_int8_tensors(out)
     x, y = test_split(run)
     float_acc = keras_accuracy(run / "model.keras", x, y)
-    int8_acc = float(np.mean(np.argmax(int8_predict(out, x), axis=-1) == y))
-    assert float_acc > 0.3, f"{name}: float model did not learn ({float_acc:.3f})"
+    int8_acc = float(np.mean(np.argmax(int8_predict(out, x, fast=True), axis=-1) == y))
+    assert float_acc > 0.5, f"{name}: float model did not learn ({float_acc:.3f})"
     assert abs(float_acc - int8_acc) * 100 <= 1.0, f"{name}: float {float_acc:.4f} vs int8 {int8_acc:.4f}"

@@ -41,9 +41,12 @@ def test_quantize_dequantize_match_numpy_formula():
     detail = {"dtype": np.int8, "quantization": (0.05, -3)}
     x = np.array([-10.0, -6.55, -0.024, 0.0, 0.026, 1.0, 6.5, 100.0], dtype=np.float32)
     q = R.quantize_input(x, detail)
-    expected = np.clip(np.round(x.astype(np.float64) / 0.05) - 3, -128, 127).astype(np.int8)
+    v = x / np.float32(0.05)  # float32 arithmetic, ties away from zero (TFLite's QUANTIZE kernel)
+    expected = np.clip(np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5)) - 3, -128, 127).astype(np.int8)
     assert q.dtype == np.int8 and np.array_equal(q, expected)
     assert q[0] == -128 and q[-1] == 127  # clipped
+    ties = R.quantize_input(np.array([0.5, -0.5, 1.5, 2.5], np.float32), {"dtype": np.int8, "quantization": (1.0, 0)})
+    assert ties.tolist() == [1, -1, 2, 3]  # not numpy's round-half-to-even
     back = R.dequantize_output(q, detail)
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, (q.astype(np.float64) + 3) * 0.05, rtol=1e-6)

@@ -221,4 +221,10 @@ def test_library_errors_are_typed(tmp_path, trained_seed001):
     with pytest.raises(UsageError, match="input shape"):
         train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(trained_seed001),
                                                             input_shape=(32, 32, 1)))
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a keras zip")
+    with pytest.raises(ModelError, match="cannot load the --init-from model"):
+        train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(bad)))
+    with pytest.raises(ModelError, match="expected a Keras model"):
+        train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(trained_seed001 / "history.json")))
     assert not (tmp_path / "x").exists()

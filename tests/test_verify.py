@@ -84,7 +84,8 @@ def _independent(root: Path, tflite: str) -> dict:
         xi = x[i:i + 1]
         if din["dtype"] == np.int8:
             s, z = din["quantization"]
-            xi = np.clip(np.round(xi / s) + z, -128, 127).astype(np.int8)
+            v = xi / np.float32(s)  # TFLite QUANTIZE arithmetic: float32, ties away from zero
+            xi = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + z, -128, 127).astype(np.int8)
         it.set_tensor(din["index"], xi)
         it.invoke()
         o = it.get_tensor(dout["index"]).astype(np.float64)

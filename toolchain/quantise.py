@@ -15,9 +15,12 @@ same model + data + seed give byte-identical files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,12 +165,29 @@ def frozen_concrete_function(model):
 def _converter(model):
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(model)])
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(model)], model)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Keep the converter's C++ chatter off the terminal (shown with --verbose / DEBUG logging)."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _run_converter(converter, what: str, layer_names: list[str]) -> bytes:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_native_stderr():
             warnings.simplefilter("ignore")
             return bytes(converter.convert())
     except Exception as exc:  # ConverterError / RuntimeError from the MLIR converter or the calibrator
@@ -220,7 +240,7 @@ def _metadata(*, model_path: Path, model, run_meta: dict[str, Any] | None, datas
     rm = run_meta or {}
     return {
         "format": SIDECAR_FORMAT,
-        "source_model": f"{model_path.parent.name}/{model_path.name}",
+        "source_model": _short_source(model_path),
         "source_sha256": sha256_file(model_path),
         "model": rm.get("model") or model.name,
         "task": "autoencoder" if _is_autoencoder(model, run_meta) else "classification",
@@ -235,6 +255,12 @@ def _metadata(*, model_path: Path, model, run_meta: dict[str, Any] | None, datas
         "quantization": quantization,
         "toolchain_version": toolchain.__version__,
     }
+
+
+def _short_source(model_path: Path) -> str:
+    """``run_folder/model.keras``: machine-independent, so the embedded record (and the bytes) are reproducible."""
+    resolved = model_path.resolve()
+    return f"{resolved.parent.name}/{resolved.name}" if resolved.parent.name else resolved.name
 
 
 def _finish(data: bytes, meta: dict[str, Any], output: Path, model_path: Path) -> dict[str, Any]:
@@ -461,7 +487,7 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
         from toolchain.quant_qat import run_qat
 
         qmodel, qat_info = run_qat(model, d.x_train, d.y_train, d.x_val, d.y_val, config, autoencoder)
-        conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(qmodel)])
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(qmodel)], qmodel)
     else:
         conv = _converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -111,7 +111,7 @@ def is_quantized(detail: dict[str, Any]) -> bool:
 
 def quantize_input(x_float: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """Float array -> the tensor's dtype: ``round(x / scale) + zero_point`` clipped to the dtype range for quantised
-    integer tensors, a plain cast otherwise."""
+    integer tensors (float32 arithmetic, ties away from zero, as TFLite's QUANTIZE kernel), a plain cast otherwise."""
     dtype = np.dtype(detail["dtype"])
     x = np.asarray(x_float)
     if dtype.kind == "f":
@@ -120,7 +120,9 @@ def quantize_input(x_float: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if scale == 0.0:
         return x.astype(dtype)
     info = np.iinfo(dtype)
-    q = np.round(x.astype(np.float64) / scale) + zp
+    # the same arithmetic as TFLite's QUANTIZE kernel: float32 division, round half away from zero
+    v = x.astype(np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) + zp
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

@@ -370,9 +370,11 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
     if len(y_val) == 0 or len(y_test) == 0 or len(y_tr) == 0:
         raise UsageError("dataset too small for train/validation/test splits", received=f"{dataset}: "
                          f"{len(y_tr)} train, {len(y_val)} val, {len(y_test)} test samples")
-    log.info("training %s on %s: %d train / %d val / %d test samples, input %s, %d classes, %s params%s",
-             model_name, dataset, len(y_tr), len(y_val), len(y_test), _fmt_shape(model_shape).replace(",", "x"),
-             ds.num_classes, f"{net.count_params():,}", f", {replicas} replicas" if opts.strategy else "")
+    trainable = int(sum(int(np.prod(w.shape)) for w in net.trainable_weights))
+    log.info("training %s on %s: %d train / %d val / %d test samples, input %s, %d classes, %s params "
+             "(%s trainable)%s", model_name, dataset, len(y_tr), len(y_val), len(y_test),
+             _fmt_shape(model_shape).replace(",", "x"), ds.num_classes, f"{net.count_params():,}", f"{trainable:,}",
+             f", replicas: {replicas}" if opts.strategy else "")
 
     train_ds, val_ds = _datasets(x_train, y_tr, x_val, y_val, opts.batch_size, opts.seed, opts.augment)
     patience = opts.patience if opts.patience > 0 else opts.epochs + 1
@@ -419,7 +421,8 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
         "training": {
             "epochs": opts.epochs, "batch_size": opts.batch_size, "learning_rate": float(opts.learning_rate),
             "patience": opts.patience, "augment": bool(opts.augment), "strategy": opts.strategy,
-            "replicas": replicas, "init_from": str(init_path) if init_path else None,
+            "replicas": replicas, "trainable_params": trainable,
+            "init_from": str(init_path) if init_path else None,
             "freeze_conv": bool(opts.freeze_conv), "max_train_samples": opts.max_train_samples,
             "run_eagerly": bool(opts.run_eagerly),
             "seconds": round(seconds, 2), **build_info,

@@ -16,7 +16,8 @@ from toolchain.errors import ExportError, RuntimeUnavailableError
 
 HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 M4_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-std=c99", "-Wall",
-             "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections", "-ffp-contract=off"]
+             "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections", "-ffp-contract=off",
+             "-fno-tree-loop-distribute-patterns"]
 M4_LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
 QEMU_MACHINE = "mps2-an386"
 INSTRUCTIONS_PER_TICK = 40  # SysTick at 25 MHz under -icount shift=0 (1 ns per instruction)
@@ -179,7 +180,8 @@ def build_m4(src_dir: str | os.PathLike, name: str, *, timer: str = "systick", e
     objs = []
     for c in [f"{name}.c", "ce_kernels.c", f"{name}_test.c", "ce_m4_startup.c"]:
         obj = build / (Path(c).stem + ".o")
-        proc = _run([gcc, *flags, "-c", str(src / c), "-o", str(obj)], src, 300, "arm-none-eabi-gcc")
+        extra: list[str] = []
+        proc = _run([gcc, *flags, *extra, "-c", str(src / c), "-o", str(obj)], src, 300, "arm-none-eabi-gcc")
         if proc.returncode != 0:
             raise ExportError("Cortex-M4 compilation of the generated C failed", received=proc.stderr.strip()[-2000:])
         objs.append(obj)
@@ -188,7 +190,7 @@ def build_m4(src_dir: str | os.PathLike, name: str, *, timer: str = "systick", e
                 src, 300, "arm-none-eabi-gcc link")
     if proc.returncode != 0:
         raise ExportError("Cortex-M4 link failed", received=proc.stderr.strip()[-2000:])
-    return {"elf": elf, "model_obj": objs[0], "kernels_obj": objs[1]}
+    return {"elf": elf, "model_obj": objs[0], "kernels_obj": objs[1], "harness_objs": objs[2:]}
 
 
 def section_sizes(path: str | os.PathLike) -> dict[str, int]:

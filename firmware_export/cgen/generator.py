@@ -212,7 +212,7 @@ class _Builder:
             shifts.append(sh)
         mn, sn = self.const_name("mult"), self.const_name("shift")
         self.consts.append(_array("int32_t", mn, mults, 8))
-        self.consts.append(_array("int32_t", sn, shifts, 16))
+        self.consts.append(_array("int8_t", sn, shifts, 16))
         return mn, sn
 
     def bias(self, op, b: int, n: int) -> str:
@@ -255,6 +255,8 @@ class _Builder:
                 raise ExportError("grouped convolution is not supported", received=f"weights {tw.shape} input {tx.shape}")
         sh, sw = int(o.get("stride_h", 1)), int(o.get("stride_w", 1))
         dh, dw = int(o.get("dilation_h_factor", 1)), int(o.get("dilation_w_factor", 1))
+        if max(ih, iw, ic, oh, ow, oc, kh, kw) > 32767:
+            raise ExportError(f"{op.opcode} dimensions above 32767 are not supported", received=f"{tx.shape}")
         pad_t = self.padding(o.get("padding", "VALID"), ih, oh, kh, sh, dh)
         pad_l = self.padding(o.get("padding", "VALID"), iw, ow, kw, sw, dw)
         lo, hi = self.act_range(o.get("fused_activation_function"), y, op)
@@ -294,7 +296,7 @@ class _Builder:
             f"static const ce_conv_params {pn} = {{\n"
             f"    {ih}, {iw}, {ic}, {oh}, {ow}, {oc},\n"
             f"    {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {pad_t}, {pad_l},\n"
-            f"    {dm}, {kp}, {inplace}, {-zx}, {zy}, {lo}, {hi},\n"
+            f"    {dm}, {inplace}, {-zx}, {zy}, {lo}, {hi}, {kp},\n"
             f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
         macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
         if as_conv:
@@ -400,6 +402,10 @@ class _Builder:
         inner = int(np.prod(tx.shape[axes[-1] + 1:], dtype=np.int64))
         sx, zx = self.qparams(x)
         sy, zy = self.qparams(y)
+        if bool(op.options.get("keep_dims", False)) and rank == 4 and axes == [1, 2]:
+            # LiteRT routes this case to optimized_integer_ops::Mean, whose arithmetic is not reproduced here
+            raise ExportError("MEAN with keep_dims over height and width is not supported by the C engine "
+                              "(use keepdims=False, e.g. GlobalAveragePooling2D())", received=f"operator {op.index}")
         m, sh = quantize_multiplier(float(sx) / (float(sy) * reduce_))
         pn = self.const_name("params")
         self.consts.append(f"static const ce_mean_params {pn} = {{ {outer}, {reduce_}, {inner}, {zx}, {zy}, {m}, {sh} }};\n")

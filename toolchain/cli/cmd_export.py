@@ -30,19 +30,26 @@ def export_cmd(
 ) -> None:
     """Export a .tflite model as C/C++ sources for a microcontroller.
 
-    --format tflm (default) writes NAME_model_data.c/.h (the model as a 16-byte aligned const array, byte-exact),
-    NAME_model_config.h (shapes, types, scale/zero-point, labels, recommended arena), NAME_op_resolver.h (a
-    MicroMutableOpResolver with exactly the model's operators), NAME_main.cc (example) and manifest.json.
-    The tensor arena is measured with the tflite-micro runtime (recorded total and smallest arena that allocates),
-    a margin is added, and the result is proven by allocating and running the model in exactly that size.
+    --format tflm (default) writes NAME_model_data.c/.h (the model as a
+    16-byte aligned const array, byte for byte), NAME_model_config.h
+    (shapes, types, scale/zero-point, labels, recommended arena),
+    NAME_op_resolver.h (a MicroMutableOpResolver with exactly the model's
+    operators), NAME_main.cc (example) and manifest.json.
 
-    --format c writes the standalone C inference engine instead (no TFLM needed).
+    The tensor arena is measured with the tflite-micro runtime (recorded
+    total and smallest arena that allocates), the margin is added, and the
+    result is proven by allocating and running the model in exactly that
+    size. The 64-bit host figure is an upper bound for a 32-bit MCU.
+
+    --format c writes the standalone C inference engine instead.
 
     Examples:
 
       toolchain export runs/demo/model_int8.tflite --output firmware/demo
 
-      toolchain export kws.tflite --output fw/kws --name kws --section .rodata.model --target stm32l4r5zi
+      toolchain export kws.tflite -o fw/kws --name kws --target stm32l4r5zi
+
+      toolchain export kws.tflite -o fw/kws --section .rodata.model --force
 
       toolchain export model.tflite --output fw/c --format c --force
     """
@@ -62,6 +69,11 @@ def export_cmd(
             for f in result.get("files", []):
                 label = f.get("name") if isinstance(f, dict) else str(f)
                 console.print(f"  {label}", markup=False)
+            facts = [f"{label} {result[key]:,}" for key, label in
+                     (("weight_bytes", "weight bytes"), ("arena_bytes", "arena bytes"), ("macs", "MACs"))
+                     if isinstance(result.get(key), int)]
+            if facts:
+                console.print(", ".join(facts), markup=False)
         return
 
     from firmware_export import export_tflm
@@ -97,10 +109,11 @@ def render_export_summary(manifest: dict, output: Path) -> list[str]:
 def targets_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the board profiles as JSON."),
 ) -> None:
-    """List the deployment target boards known to `toolchain export --target` (datasheet figures).
+    """List the target boards known to `toolchain export --target`.
 
-    Flash and RAM are whole-chip budgets in KB (1024 bytes). The runtime footprint used in fit reports is an
-    estimate (TFLM core + per-operator kernels), labelled as such.
+    Datasheet figures; flash and RAM are whole-chip budgets in KB (1024
+    bytes). The runtime footprint in fit reports is an estimate (TFLM core
+    + per-operator kernels), labelled as such.
 
     Examples:
 

@@ -64,7 +64,7 @@ def train_cmd(
         f"trained {meta['model']} on {meta['dataset']}: float test accuracy "
         f"{meta['float_test_accuracy'] * 100:.2f} % ({meta['samples']['test']} test samples)",
         f"params {meta['params']:,}; epochs run {meta['epochs_run']} (best {meta['best_epoch']}); "
-        f"{t['seconds']:.1f} s" + (f"; {t['replicas']} replicas" if t.get("strategy") else ""),
+        f"{t['seconds']:.1f} s" + (f"; {t['strategy']} strategy, replicas: {t['replicas']}" if t.get("strategy") else ""),
         f"output: {output} (model.keras, metadata.json, history.json, training.png)",
     ]
     for line in lines:

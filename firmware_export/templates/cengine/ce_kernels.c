@@ -183,8 +183,22 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     if ((ic & 3) == 0) {
         const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
         int32_t *dst = col;
+        const int x_inside = p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w;
         for (ky = 0; ky < p->k_h; ++ky) {
             const int32_t iy = iy0 + ky * p->dil_h;
+            if (x_inside && iy >= 0 && iy < p->in_h) {
+                /* the patch row is one contiguous run of k_w * in_c bytes */
+                const int8_t *src = in + (iy * p->in_w + ix0) * ic;
+                int32_t n = (p->k_w * ic) >> 2;
+                while (n-- > 0) {
+                    const int32_t v = ce_rd32(src);
+                    src += 4;
+                    dst[0] = ce_sxtab16(off2, v);
+                    dst[1] = ce_sxtab16_ror8(off2, v);
+                    dst += gstride;
+                }
+                continue;
+            }
             for (kx = 0; kx < p->k_w; ++kx) {
                 const int32_t ix = ix0 + kx * p->dil_w;
                 int32_t c;
@@ -412,6 +426,9 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
     const int32_t out_row_bytes = p->out_w * oc_n;
     int8_t *tmp = scratch;
     int8_t *ring = scratch + out_row_bytes;
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t wrow = p->k_w * oc_n;
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
     int32_t oy, ox, ky, kx, oc;
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy0 = oy * p->stride_h - p->pad_t;
@@ -435,13 +452,17 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
             }
             oc = 0;
             if (dm == 1) {
-                const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+                const int32_t xstep = p->dil_w * p->in_c;
+                const int32_t ntaps_x = kx1 - kx0;
+                const int32_t xoff = (ix0 + kx0 * p->dil_w) * p->in_c;
+                const int8_t *wbase = p->weights + kx0 * oc_n;
                 for (; oc + 3 < oc_n; oc += 4) {
                     int32_t a0 = p->bias[oc], a1 = p->bias[oc + 1], a2 = p->bias[oc + 2], a3 = p->bias[oc + 3];
                     for (ky = ky0; ky < ky1; ++ky) {
-                        const int8_t *src = rows[ky] + (ix0 + kx0 * p->dil_w) * p->in_c + oc;
-                        const int8_t *w = p->weights + (ky * p->k_w + kx0) * oc_n + oc;
-                        for (kx = kx0; kx < kx1; ++kx) {
+                        const int8_t *src = rows[ky] + xoff + oc;
+                        const int8_t *w = wbase + ky * wrow + oc;
+                        int32_t n = ntaps_x;
+                        while (n-- > 0) {
                             const int32_t xv = ce_rd32(src);
                             const int32_t wv = ce_rd32(w);
                             const int32_t x02 = ce_sxtab16(off2, xv), x13 = ce_sxtab16_ror8(off2, xv);
@@ -450,17 +471,14 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
                             a2 = ce_smlatt(x02, w02, a2);
                             a1 = ce_smlabb(x13, w13, a1);
                             a3 = ce_smlatt(x13, w13, a3);
-                            src += p->dil_w * p->in_c;
+                            src += xstep;
                             w += oc_n;
                         }
                     }
-                    dst[oc] = ce_requant(a0, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
-                    dst[oc + 1] = ce_requant(a1, p->mult[oc + 1], p->shift[oc + 1], p->out_offset, p->act_min,
-                                             p->act_max);
-                    dst[oc + 2] = ce_requant(a2, p->mult[oc + 2], p->shift[oc + 2], p->out_offset, p->act_min,
-                                             p->act_max);
-                    dst[oc + 3] = ce_requant(a3, p->mult[oc + 3], p->shift[oc + 3], p->out_offset, p->act_min,
-                                             p->act_max);
+                    dst[oc] = ce_requant(a0, p->mult[oc], p->shift[oc], out_off, act_min, act_max);
+                    dst[oc + 1] = ce_requant(a1, p->mult[oc + 1], p->shift[oc + 1], out_off, act_min, act_max);
+                    dst[oc + 2] = ce_requant(a2, p->mult[oc + 2], p->shift[oc + 2], out_off, act_min, act_max);
+                    dst[oc + 3] = ce_requant(a3, p->mult[oc + 3], p->shift[oc + 3], out_off, act_min, act_max);
                 }
             }
             for (; oc < oc_n; ++oc) {

@@ -4,10 +4,10 @@
  * SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, ADD with left shift 20, float-table SOFTMAX
  * as LiteRT's builtin x86 kernel), so outputs are bit-identical to LiteRT's reference interpreter.
  *
- * Two code paths, both bit-exact:
- *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SMLAD dual-MAC inner loops over an int16 im2col column;
- *   - portable C99 for any other target (define CE_EMULATE_DSP to run the DSP algorithm with C emulation
- *     of the intrinsics, used by the host tests to check the DSP path).
+ * One algorithm, two implementations of its SIMD primitives, both bit-exact:
+ *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SXTB16/SXTAB16/SMLAD intrinsics and an SMLAD inline-assembly
+ *     inner loop (2 output channels x 2 output pixels over an int16 im2col column);
+ *   - portable C99 equivalents of the same instructions for any other target (host tests run this path).
  * Define CE_NO_DSP to force the portable path on a DSP-capable core.
  */
 #ifndef CE_KERNELS_H
@@ -20,16 +20,16 @@ extern "C" {
 #endif
 
 typedef struct {
-    int32_t in_h, in_w, in_c, out_h, out_w, out_c;
-    int32_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
-    int32_t depth_multiplier; /* depthwise only */
+    int16_t in_h, in_w, in_c, out_h, out_w, out_c;
+    int16_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
+    int16_t depth_multiplier; /* depthwise only */
+    int16_t inplace;          /* output overwrites the input buffer (planner decision) */
+    int16_t in_offset, out_offset, act_min, act_max;
     int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 */
-    int32_t inplace;          /* output overwrites the input buffer (planner decision) */
-    int32_t in_offset, out_offset, act_min, act_max;
     const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c] */
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
-    const int32_t *shift;   /* [out_c] */
+    const int8_t *shift;    /* [out_c] */
 } ce_conv_params;
 
 typedef struct {
@@ -38,7 +38,7 @@ typedef struct {
     const int8_t *weights;  /* [out_depth][in_depth rounded up to 4], pair-interleaved like CONV_2D */
     const int32_t *bias;    /* [out_depth] */
     const int32_t *mult;    /* [out_depth] */
-    const int32_t *shift;   /* [out_depth] */
+    const int8_t *shift;    /* [out_depth] */
 } ce_fc_params;
 
 typedef struct {

@@ -1,0 +1,236 @@
+"""Generated C engine on the host: bit-exact against LiteRT's reference interpreter, memory planner, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware_export.cgen import build, generate_c_engine, load_engine, write_engine
+from firmware_export.cgen.planner import Buffer, check_plan, plan
+from firmware_export.cgen.quant import multiply_by_quantized_multiplier, quantize_multiplier
+from toolchain.errors import ExportError
+
+REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
+REFERENCE_MODELS = [
+    "tflm__hello_world_int8",
+    "tflm__micro_speech_quantized",
+    "mlperftiny__pretrainedResnet_quant",
+    "mlperftiny__kws_ref_model",
+]
+ZOO_CLASSIFIERS = ["seed000_face", "seed001_basic_cnn", "seed002_keras_cnn", "seed003_fashion_cnn", "seed004_cs231n",
+                   "resnet8", "ds_cnn", "mobilenet_v1_025"]
+N_INPUTS = 100
+
+needs_cc = pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="no C compiler")
+
+
+def _ref(name: str) -> Path:
+    p = REF_DIR / f"{name}.tflite"
+    if not p.exists():
+        pytest.skip(f"reference model {p} not present")
+    return p
+
+
+def assert_bit_exact_on_host(model_path: Path, work: Path, n: int = N_INPUTS, seed: int = 1) -> None:
+    engine = load_engine(model_path)
+    work.mkdir(parents=True, exist_ok=True)
+    write_engine(engine, work)
+    exe = build.build_host(work, engine.name, file_io=True)
+    inputs = build.random_inputs(engine, n, seed=seed)
+    expected = build.reference_outputs(model_path, inputs)
+    got, res = build.run_host_file(exe, engine, inputs)
+    assert res["runs"] == n
+    bad = [i for i, (g, e) in enumerate(zip(got, expected)) if not np.array_equal(g, e.reshape(g.shape))]
+    assert not bad, f"{model_path.name}: {len(bad)}/{n} outputs differ from LiteRT, first at input {bad[0]}"
+
+
+# ---- fixed-point helpers against TFLite's definitions ------------------------------------------------------
+
+def test_quantize_multiplier_matches_tflite_definition():
+    assert quantize_multiplier(0.5) == (1 << 30, 0)
+    assert quantize_multiplier(1.0) == (1 << 30, 1)
+    assert quantize_multiplier(0.0) == (0, 0)
+    assert quantize_multiplier(2.0 ** -40) == (0, 0)  # shift < -31 flushes to zero
+    rng = np.random.default_rng(0)
+    for real in rng.uniform(1e-6, 4.0, size=200):
+        q, shift = quantize_multiplier(float(real))
+        assert (1 << 30) <= q <= (1 << 31) - 1
+        assert abs(q * 2.0 ** (shift - 31) - real) <= 2.0 ** (shift - 32)
+
+
+def test_multiply_by_quantized_multiplier_rounds_like_gemmlowp():
+    q, shift = quantize_multiplier(0.25)
+    x = np.array([-6, -5, -3, -2, 2, 3, 5, 6])
+    # 0.25 = 2**30 * 2**-32: SaturatingRoundingDoublingHighMul rounds x/2 (ties up), RoundingDivideByPOT rounds the
+    # result /2 (ties away from zero); the double rounding turns 5/4 = 1.25 into 2.5 -> 3 -> 1.5 -> 2.
+    assert multiply_by_quantized_multiplier(x, q, shift).tolist() == [-2, -1, -1, -1, 1, 1, 2, 2]
+
+
+# ---- memory planner --------------------------------------------------------------------------------------------
+
+def test_planner_reuses_memory_and_never_overlaps_live_buffers():
+    bufs = [Buffer("a", 1000, 0, 1), Buffer("b", 1000, 1, 2), Buffer("c", 1000, 2, 3), Buffer("d", 10, 0, 3),
+            Buffer("e", 500, 3, 4)]
+    p = plan(bufs)
+    assert check_plan(p) == []
+    assert p.arena_bytes < p.naive_bytes
+    assert p.arena_bytes == 2000 + 16  # two 1000-byte tensors live at once + the long-lived small one
+    offsets = {b.name: b.offset for b in p.buffers}
+    assert offsets["a"] == offsets["c"]  # a is dead when c is produced: same slot
+
+
+@pytest.mark.parametrize("name", ["mlperftiny__kws_ref_model", "mlperftiny__pretrainedResnet_quant"])
+def test_plan_smaller_than_tflm_arena_and_in_place_ops(name):
+    engine = load_engine(_ref(name))
+    assert check_plan(engine.plan) == []
+    sizes = sorted((b.size for b in engine.plan.buffers if b.name.startswith("t")), reverse=True)
+    largest = sizes[0]
+    assert engine.plan.arena_bytes >= largest
+    tflm = {"mlperftiny__kws_ref_model": 24272, "mlperftiny__pretrainedResnet_quant": 55984}[name]
+    assert engine.plan.arena_bytes < tflm  # README: TFLM's measured arena
+    if name == "mlperftiny__kws_ref_model":
+        # depthwise (row ring) and pointwise convolutions run in place: about one 8000-byte activation + scratch
+        assert engine.plan.arena_bytes <= 0.5 * tflm
+        shared = [b for b in engine.plan.buffers if len(b.members) > 1]
+        assert max(len(b.members) for b in shared) >= 9  # conv1 output + 4 dw + 4 pw outputs share one buffer
+
+
+# ---- bit-exactness -------------------------------------------------------------------------------------------
+
+@needs_cc
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_reference_models_bit_exact_on_host(name, tmp_path):
+    assert_bit_exact_on_host(_ref(name), tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def zoo_models(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    from firmware_export.cgen.zoo import quantise_random
+
+    out = tmp_path_factory.mktemp("zoo")
+    return {n: quantise_random(n, out / f"{n}.tflite") for n in ZOO_CLASSIFIERS}
+
+
+@needs_cc
+@pytest.mark.parametrize("name", ZOO_CLASSIFIERS)
+def test_zoo_classifiers_bit_exact_on_host(name, zoo_models, tmp_path):
+    assert_bit_exact_on_host(zoo_models[name], tmp_path / name)
+
+
+def _convert(model, shape, path: Path, float_io: bool = False) -> Path:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((1, *shape), tf.float32)],
+                     autograph=False)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(fn.get_concrete_function())])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.random((1, *shape), dtype=np.float32) * 2 - 1] for _ in range(16))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if not float_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    path.write_bytes(conv.convert())
+    return path
+
+
+@pytest.fixture(scope="module")
+def ops_models(tmp_path_factory):
+    """A small graph with PAD, strided RELU6 conv, depthwise (multiplier 2), CONCATENATION, MAX_POOL, MEAN."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 3))
+    x = keras.layers.ZeroPadding2D(((1, 2), (2, 1)))(i)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu6")(x)
+    a = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    b = keras.layers.Conv2D(16, 1)(x)
+    x = keras.layers.Concatenate()([a, b])
+    x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(5)(x)
+    model = keras.Model(i, x)
+    out = tmp_path_factory.mktemp("ops")
+    k = keras.Input((8, 8, 4))
+    y = keras.layers.Conv2D(8, 3, padding="same")(k)
+    y = keras.layers.GlobalAveragePooling2D(keepdims=True)(y)
+    keep = keras.Model(k, keras.layers.Dense(4)(keras.layers.Reshape((8,))(y)))
+    return {"int8": _convert(model, (12, 12, 3), out / "ops_int8.tflite"),
+            "float": _convert(model, (12, 12, 3), out / "ops_float.tflite", float_io=True),
+            "keepdims": _convert(keep, (8, 8, 4), out / "keepdims.tflite")}
+
+
+@needs_cc
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_operator_coverage_bit_exact(kind, ops_models, tmp_path):
+    from toolchain.tflite_model import load_tflite
+
+    ops = set(load_tflite(ops_models[kind]).opcode_names())
+    assert {"PAD", "CONCATENATION", "MAX_POOL_2D", "MEAN", "DEPTHWISE_CONV_2D"} <= ops
+    if kind == "float":
+        assert {"QUANTIZE", "DEQUANTIZE"} <= ops
+        assert "int " + load_engine(ops_models[kind]).name + "_invoke_float" in load_engine(ops_models[kind]).header
+    assert_bit_exact_on_host(ops_models[kind], tmp_path / kind)
+
+
+def test_mean_keepdims_is_refused(ops_models):
+    with pytest.raises(ExportError, match="MEAN with keep_dims"):
+        load_engine(ops_models["keepdims"])
+
+
+# ---- generate_c_engine / CLI -----------------------------------------------------------------------------------
+
+def test_unsupported_operators_are_listed():
+    with pytest.raises(ExportError) as exc:
+        load_engine(_ref("tflm__keyword_scrambled_8bit"))
+    assert "SVDF" in str(exc.value)
+    assert "does not support" in str(exc.value)
+
+
+def test_cli_export_c_refuses_svdf_with_exit_2(tmp_path, capsys):
+    from toolchain.cli import main
+
+    out = tmp_path / "ks"
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(_ref("tflm__keyword_scrambled_8bit")), "--output", str(out), "--format", "c"])
+    assert exc.value.code == 2
+    assert "SVDF" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@needs_cc
+def test_generate_c_engine_outputs_compile_and_pass_golden_test(tmp_path):
+    model = _ref("tflm__micro_speech_quantized")
+    out = tmp_path / "ms"
+    manifest = generate_c_engine(model, out, name="micro_speech", measure_tflm=False)
+    for f in ("micro_speech.h", "micro_speech.c", "ce_kernels.c", "ce_kernels.h", "micro_speech_test.c",
+              "micro_speech_golden.h", "Makefile", "manifest.json", "ce_m4_startup.c", "mps2_an386.ld"):
+        assert (out / f).is_file(), f
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["arena_bytes"] == manifest["arena_bytes"] > 0
+    assert on_disk["macs"] == 336000  # README: micro_speech MACs
+    header = (out / "micro_speech.h").read_text()
+    assert f"#define MICRO_SPEECH_ARENA_BYTES {manifest['arena_bytes']}" in header
+    assert "int micro_speech_invoke(const int8_t *input, int8_t *output);" in header
+    res = build.run_host(build.build_host(out, "micro_speech"))
+    assert res["mismatches"] == 0 and res["runs"] == manifest["golden_vectors"] > 0
+    # requantisation constants are TFLite's QuantizeMultiplier values
+    src = (out / "micro_speech.c").read_text()
+    assert "micro_speech_l0_mult" in src and "micro_speech_l0_shift" in src
+    with pytest.raises(Exception, match="already exists"):
+        generate_c_engine(model, out, name="micro_speech", measure_tflm=False)
+    generate_c_engine(model, out, name="micro_speech", force=True, golden_vectors=0, measure_tflm=False)
+
+
+def test_manifest_compares_with_tflm_arena(tmp_path):
+    pytest.importorskip("tflite_micro")
+    manifest = generate_c_engine(_ref("mlperftiny__kws_ref_model"), tmp_path / "kws", golden_vectors=0)
+    tflm = manifest["tflm_arena"]
+    assert tflm is not None and tflm["recorded_bytes"] > manifest["arena_bytes"]
+    assert math.isclose(manifest["arena_vs_tflm"], manifest["arena_bytes"] / tflm["recorded_bytes"], abs_tol=1e-3)
