@@ -97,3 +97,28 @@ def test_bench_errors(tmp_path, capsys):
 def test_host_info_reads_cpu_model():
     h = host_info()
     assert h["cpu"] and h["cores"] >= 1 and h["numpy"] == np.__version__
+
+
+def _have(tool: str) -> bool:
+    import shutil
+
+    return shutil.which(tool) is not None
+
+
+def test_bench_c_host_delegates_to_the_c_engine(tmp_path, capsys):
+    if not _have("gcc"):
+        pytest.skip("gcc not installed")
+    out = tmp_path / "c.json"
+    assert cli(["bench", str(need(HELLO)), "--runtime", "c-host", "--runs", "8", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["runtime"] == "c-host" and r["outputs_match"] is True and r["latency_ms"] > 0
+    assert "outputs match" in capsys.readouterr().out
+
+
+@pytest.mark.qemu
+def test_bench_qemu_m4(tmp_path):
+    if not (_have("arm-none-eabi-gcc") and _have("qemu-system-arm")):
+        pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed")
+    r = bench(need(HELLO), runtime="qemu-m4", runs=3)
+    assert r["runtime"] == "qemu-m4" and r["outputs_match"] is True
+    assert r["instructions_per_inference"] > 288  # at least one instruction per MAC of the 3 FC layers

@@ -183,7 +183,7 @@ def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("peak RSS", f"{result['peak_rss_bytes'] / 2**20:.1f} MiB"))
     else:
         for k, v in result.items():
-            if k in ("model", "size_bytes", "runtime", "host") or isinstance(v, (dict, list)):
+            if k in ("model", "size_bytes", "runtime", "host") or v is None or isinstance(v, (dict, list)):
                 continue
             if isinstance(v, float):
                 v = f"{v:.6g}"

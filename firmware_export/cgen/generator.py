@@ -272,7 +272,17 @@ class _Builder:
         if as_conv:
             if depthwise:
                 warr = np.transpose(warr, (3, 1, 2, 0))  # [1,kh,kw,oc] -> conv layout [oc,kh,kw,1]
-            wn = self.weights(interleave_rows(warr.reshape(oc, k)))
+            cin = 1 if depthwise else ic
+            w2d = warr.reshape(oc, k)
+            if cin % 4:
+                # generic channel count: each kernel row of kw*cin values is zero-padded to a multiple of 4
+                run = kw * cin
+                rowp = (run + 3) // 4 * 4
+                padded = np.zeros((oc, kh, rowp), dtype=np.int8)
+                padded[:, :, :run] = warr.reshape(oc, kh, run)
+                w2d = padded.reshape(oc, kh * rowp)
+                kp = kh * rowp
+            wn = self.weights(interleave_rows(w2d))
         else:
             if kh > 16:
                 raise ExportError("DEPTHWISE_CONV_2D kernels taller than 16 are not supported", received=f"{kh}")
@@ -282,8 +292,8 @@ class _Builder:
         same_geometry = (oh, ow) == (ih, iw) and sh == 1 and sw == 1
         if as_conv:
             scratch = 4 * kp  # two interleaved int32 columns: 2 words per group of 4 elements and pixel
-            if ic % 4:
-                scratch += 2 * kp  # natural-order int16 patch of the generic im2col
+            if (1 if depthwise else ic) % 4:
+                scratch += 2 * kp  # int16 row buffer of the generic im2col (border pixels)
             if (kh, kw) == (1, 1) and same_geometry and pad_t == 0 and pad_l == 0 and oc <= ic \
                     and self.can_overwrite(op, x):
                 inplace = 1
@@ -379,13 +389,14 @@ class _Builder:
         mo, sho = quantize_multiplier(twice_max / ((1 << left) * float(so)))
         lo, hi = self.act_range(op.options.get("fused_activation_function"), y, op)
         pn = self.const_name("params")
-        self.consts.append(f"static const ce_add_params {pn} = {{ {ty.num_elements}, {left}, {-z1}, {m1}, {sh1}, "
-                           f"{-z2}, {m2}, {sh2}, {zo}, {mo}, {sho}, {lo}, {hi} }};\n")
+        self.consts.append(f"static const ce_add_params {pn} = {{ {ty.num_elements}, {m1}, {m2}, {mo}, {left}, {-z1}, "
+                           f"{sh1}, {-z2}, {sh2}, {zo}, {sho}, {lo}, {hi} }};\n")
         for cand in (a, b):
             if self.can_overwrite(op, cand) and self.t(cand).nbytes == ty.nbytes:
                 self.alias[y] = cand  # element-wise: out[i] depends on in[i] only
                 break
-        self.add_step(op, f"ce_add_s8(&{pn}, {self.ptr(a)}, {self.ptr(b)}, {self.ptr(y)});", [a, b], [y])
+        self.add_step(op, f"ce_add_s8(&{pn}, {self.ptr(a)}, {self.ptr(b)}, {self.ptr(y)}, (int32_t *)(void *)@S@);",
+                      [a, b], [y], 2 * 256 * 4)
 
     def mean(self, op) -> None:
         x, ax, y = op.inputs[0], op.inputs[1], op.outputs[0]
@@ -473,7 +484,7 @@ class _Builder:
         lines = ["int32_t o;", f"for (o = 0; o < {outer}; ++o) {{"]
         off = 0
         for i, s in zip(xs, sizes):
-            lines.append(f"    memcpy({self.ptr(y)} + o * {total} + {off}, {self.ptr(i)} + o * {s}, {s});")
+            lines.append(f"    ce_copy_s8({self.ptr(i)} + o * {s}, {self.ptr(y)} + o * {total} + {off}, {s});")
             off += s
         lines.append("}")
         self.add_step(op, "\n    ".join(lines), xs, [y])
@@ -617,7 +628,7 @@ def build_engine(model, name: str) -> Engine:
             f"    return 0;\n}}\n")
     source = _render("model.c.in", NAME=name, CONSTS="\n".join(b.consts), FUNCS="\n".join(funcs), CALLS=calls,
                      IN_PTR=in_ptr, OUT_PTR=out_ptr, N_IN=n_in, N_OUT=n_out, FLOAT_WRAPPERS=float_wrappers,
-                     ARENA_ALLOC=max(plan.arena_bytes, 8))
+                     ARENA_ALLOC=plan.arena_bytes + 8)  # slack: the generic im2col may read 3 bytes past a row
     return Engine(name=name, header=header, source=source, plan=plan, steps=b.steps, input_shape=tuple(tin.shape),
                   output_shape=tuple(tout.shape), input_dtype=tin.dtype, output_dtype=tout.dtype,
                   core_input={"scale": cin_s, "zero_point": cin_z, "elements": n_in},

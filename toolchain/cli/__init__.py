@@ -7,6 +7,8 @@ import os
 import sys
 import traceback
 
+import typer
+
 from toolchain.cli.app import app, err_console, state
 from toolchain.errors import CheckFailed, ToolchainError
 
@@ -41,14 +43,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("error: aborted.", markup=False)
+        sys.exit(130)
+    except Exception as exc:
+        # Usage errors of the argument parser (typer's vendored click): show them the parser's way, exit 2.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+            sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
         if state.verbose:
             traceback.print_exc()
         err_console.print(f"error: internal error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)

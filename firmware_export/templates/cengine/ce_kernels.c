@@ -124,6 +124,18 @@ static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_
     return (int8_t)v;
 }
 
+#if defined(__GNUC__)
+#define CE_NOINLINE __attribute__((noinline))
+#else
+#define CE_NOINLINE
+#endif
+
+/* out-of-line requantisation for rarely taken paths (keeps code size down) */
+static CE_NOINLINE int8_t ce_requant_cold(const ce_conv_params *p, int32_t oc, int32_t acc)
+{
+    return ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+}
+
 /* requantise two accumulators of the same output channel (same multiplier) */
 static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int32_t shift, int32_t off,
                                    int32_t lo, int32_t hi, int8_t *dst0, int8_t *dst1)
@@ -178,7 +190,6 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     const int32_t ox = pix - oy * p->out_w;
     const int32_t iy0 = oy * p->stride_h - p->pad_t;
     const int32_t ix0 = ox * p->stride_w - p->pad_l;
-    const int32_t kp = p->k_padded;
     int32_t ky, kx;
     if ((ic & 3) == 0) {
         const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
@@ -220,44 +231,46 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
             }
         }
     } else {
-        /* generic channel count: natural-order int16 patch into nat[], then packed into groups */
-        const int32_t k = p->k_h * p->k_w * ic;
-        int16_t *d = nat;
+        /* generic channel count: every kernel row (k_w * in_c values) is padded to a multiple of 4 (zero weights) */
+        const int32_t run = p->k_w * ic;
+        const int32_t rowp = (run + 3) & ~3;
+        const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+        const int x_inside = p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w;
+        int32_t *dst = col;
         int32_t j, g;
         for (ky = 0; ky < p->k_h; ++ky) {
             const int32_t iy = iy0 + ky * p->dil_h;
-            const int8_t *srow = in + iy * p->in_w * ic;
-            if (iy < 0 || iy >= p->in_h) {
-                for (j = 0; j < p->k_w * ic; ++j) {
-                    *d++ = 0;
+            if (x_inside && iy >= 0 && iy < p->in_h) {
+                /* contiguous run; the up to 3 bytes read past it meet zero weights (arena has 4 bytes of slack) */
+                const int8_t *src = in + (iy * p->in_w + ix0) * ic;
+                for (g = 0; g < rowp; g += 4) {
+                    const int32_t v = ce_rd32(src + g);
+                    dst[0] = ce_sxtab16(off2, v);
+                    dst[1] = ce_sxtab16_ror8(off2, v);
+                    dst += gstride;
                 }
-            } else if (p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w) {
-                const int8_t *src = srow + ix0 * ic;
-                for (j = 0; j < p->k_w * ic; ++j) {
-                    *d++ = (int16_t)(src[j] + p->in_offset);
-                }
-            } else {
+                continue;
+            }
+            for (j = 0; j < rowp; ++j) {
+                nat[j] = 0;
+            }
+            if (iy >= 0 && iy < p->in_h) {
+                const int8_t *srow = in + iy * p->in_w * ic;
                 for (kx = 0; kx < p->k_w; ++kx) {
                     const int32_t ix = ix0 + kx * p->dil_w;
                     int32_t c;
-                    if (ix < 0 || ix >= p->in_w) {
+                    if (ix >= 0 && ix < p->in_w) {
                         for (c = 0; c < ic; ++c) {
-                            *d++ = 0;
-                        }
-                    } else {
-                        for (c = 0; c < ic; ++c) {
-                            *d++ = (int16_t)(srow[ix * ic + c] + p->in_offset);
+                            nat[kx * ic + c] = (int16_t)(srow[ix * ic + c] + p->in_offset);
                         }
                     }
                 }
             }
-        }
-        for (j = k; j < kp; ++j) {
-            *d++ = 0;
-        }
-        for (g = 0; g < (kp >> 2); ++g) {
-            col[g * gstride] = ce_pack16(nat[4 * g], nat[4 * g + 2]);
-            col[g * gstride + 1] = ce_pack16(nat[4 * g + 1], nat[4 * g + 3]);
+            for (g = 0; g < rowp; g += 4) {
+                dst[0] = ce_pack16(nat[g], nat[g + 2]);
+                dst[1] = ce_pack16(nat[g + 1], nat[g + 3]);
+                dst += gstride;
+            }
         }
     }
 }
@@ -387,18 +400,15 @@ void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_
             }
             if (oc < oc_n) {
                 const int8_t *w = p->weights + oc * p->k_padded;
-                int32_t a = ce_dot_1x1(w, 4, col, 4, groups, p->bias[oc]);
-                int32_t b = ce_dot_1x1(w, 4, col + 2, 4, groups, p->bias[oc]);
-                out0[oc] = ce_requant(a, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
-                out1[oc] = ce_requant(b, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+                out0[oc] = ce_requant_cold(p, oc, ce_dot_1x1(w, 4, col, 4, groups, p->bias[oc]));
+                out1[oc] = ce_requant_cold(p, oc, ce_dot_1x1(w, 4, col + 2, 4, groups, p->bias[oc]));
             }
         } else {
             ce_im2col(p, in, pix, col, 2, nat);
             for (oc = 0; oc < oc_n; ++oc) {
                 const int paired = (oc | 1) < oc_n;
                 const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
-                const int32_t a = ce_dot_1x1(w, paired ? 8 : 4, col, 2, groups, p->bias[oc]);
-                out0[oc] = ce_requant(a, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+                out0[oc] = ce_requant_cold(p, oc, ce_dot_1x1(w, paired ? 8 : 4, col, 2, groups, p->bias[oc]));
             }
         }
     }
@@ -495,9 +505,9 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
         }
         if (p->inplace) {
             if (p->pad_t > 0) {
-                memcpy(ring + (oy % p->pad_t) * row_bytes, in + oy * row_bytes, (size_t)row_bytes);
+                ce_copy_s8(in + oy * row_bytes, ring + (oy % p->pad_t) * row_bytes, row_bytes);
             }
-            memcpy(out + oy * out_row_bytes, tmp, (size_t)out_row_bytes);
+            ce_copy_s8(tmp, out + oy * out_row_bytes, out_row_bytes);
         }
     }
 }
@@ -620,24 +630,29 @@ static inline int32_t ce_mbqm_split(int32_t x, int32_t multiplier, int32_t left,
     return (hm >> right) + ((hm & mask) > threshold ? 1 : 0);
 }
 
-void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+/* The rescaled inputs depend on one int8 value each: they are tabulated once per call (2 x 256 int32 in scratch),
+ * leaving one multiply-high + rounding shift per output element. */
+void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch)
 {
     const int32_t l1 = p->in1_shift > 0 ? p->in1_shift : 0, r1 = l1 - p->in1_shift;
     const int32_t l2 = p->in2_shift > 0 ? p->in2_shift : 0, r2 = l2 - p->in2_shift;
     const int32_t lo = p->out_shift > 0 ? p->out_shift : 0, ro = lo - p->out_shift;
     const int32_t m1 = (int32_t)(((uint32_t)1 << r1) - 1u), m2 = (int32_t)(((uint32_t)1 << r2) - 1u);
     const int32_t mo = (int32_t)(((uint32_t)1 << ro) - 1u);
-    const int32_t s1 = p->left_shift + l1, s2 = p->left_shift + l2;
-    const int32_t mul1 = p->in1_mult, mul2 = p->in2_mult, mulo = p->out_mult;
-    const int32_t off1 = p->in1_offset, off2 = p->in2_offset, offo = p->out_offset;
+    const int32_t mulo = p->out_mult, offo = p->out_offset;
     const int32_t amin = p->act_min, amax = p->act_max;
     const int32_t n = p->size;
+    int32_t *t1 = scratch + 128; /* t1[v] for v in [-128, 127] */
+    int32_t *t2 = scratch + 256 + 128;
     int32_t i;
+    for (i = -128; i < 128; ++i) {
+        t1[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in1_offset) << (p->left_shift + l1)), p->in1_mult, 0, r1,
+                              m1);
+        t2[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in2_offset) << (p->left_shift + l2)), p->in2_mult, 0, r2,
+                              m2);
+    }
     for (i = 0; i < n; ++i) {
-        const int32_t a = (int32_t)((uint32_t)(in1[i] + off1) << s1);
-        const int32_t b = (int32_t)((uint32_t)(in2[i] + off2) << s2);
-        const int32_t sum = ce_mbqm_split(a, mul1, 0, r1, m1) + ce_mbqm_split(b, mul2, 0, r2, m2);
-        int32_t v = ce_mbqm_split(sum, mulo, lo, ro, mo) + offo;
+        int32_t v = ce_mbqm_split(t1[in1[i]] + t2[in2[i]], mulo, lo, ro, mo) + offo;
         v = v < amin ? amin : v;
         v = v > amax ? amax : v;
         out[i] = (int8_t)v;
@@ -701,22 +716,35 @@ void ce_pad_s8(const ce_pad_params *p, const int8_t *in, int8_t *out)
     const int32_t *id = p->in_dims;
     const int32_t *pb = p->pad_before;
     int32_t a, b, c;
-    memset(out, p->pad_value, (size_t)(od[0] * od[1] * od[2] * od[3]));
+    const int32_t total = od[0] * od[1] * od[2] * od[3];
+    int32_t i;
+    for (i = 0; i < total; ++i) {
+        out[i] = (int8_t)p->pad_value;
+    }
     for (a = 0; a < id[0]; ++a) {
         for (b = 0; b < id[1]; ++b) {
             for (c = 0; c < id[2]; ++c) {
                 const int8_t *src = in + ((a * id[1] + b) * id[2] + c) * id[3];
                 int8_t *dst = out + (((a + pb[0]) * od[1] + (b + pb[1])) * od[2] + (c + pb[2])) * od[3] + pb[3];
-                memcpy(dst, src, (size_t)id[3]);
+                ce_copy_s8(src, dst, id[3]);
             }
         }
     }
 }
 
+/* byte copy (no C library call: keeps memcpy out of the firmware); in-place safe when out <= in */
 void ce_copy_s8(const int8_t *in, int8_t *out, int32_t n)
 {
-    if (in != out) {
-        memmove(out, in, (size_t)n);
+    int32_t i;
+    if (in == out) {
+        return;
+    }
+    for (i = 0; i + 3 < n; i += 4) {
+        const int32_t v = ce_rd32(in + i);
+        memcpy(out + i, &v, 4);
+    }
+    for (; i < n; ++i) {
+        out[i] = in[i];
     }
 }
 

@@ -48,11 +48,10 @@ typedef struct {
 } ce_pool_params;
 
 typedef struct {
-    int32_t size, left_shift;
-    int32_t in1_offset, in1_mult, in1_shift;
-    int32_t in2_offset, in2_mult, in2_shift;
-    int32_t out_offset, out_mult, out_shift;
-    int32_t act_min, act_max;
+    int32_t size;
+    int32_t in1_mult, in2_mult, out_mult;
+    int16_t left_shift, in1_offset, in1_shift, in2_offset, in2_shift, out_offset, out_shift;
+    int16_t act_min, act_max;
 } ce_add_params;
 
 typedef struct {
@@ -80,7 +79,7 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
 void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out);
 void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
-void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch);
 void ce_mean_s8(const ce_mean_params *p, const int8_t *in, int8_t *out);
 void ce_softmax_s8(const ce_softmax_params *p, const int8_t *in, int8_t *out);
 void ce_pad_s8(const ce_pad_params *p, const int8_t *in, int8_t *out);
