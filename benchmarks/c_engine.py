@@ -78,9 +78,9 @@ def bench_model(label: str, path: Path, runs: int) -> dict:
         "runs": res["runs"],
         "arena_bytes": res["arena_bytes"],
         "tflm_arena_bytes": tflm["recorded_bytes"] if tflm else None,
-        "arena_ratio": round(res["arena_bytes"] / tflm["recorded_bytes"], 3) if tflm else None,
+        "arena_ratio": round(res["arena_bytes"] / tflm["recorded_bytes"], 4) if tflm else None,
         "flash_bytes": res["flash_bytes"],
-        "flash_ratio": round(res["flash_bytes"] / flash_budget, 3),
+        "flash_ratio": round(res["flash_bytes"] / flash_budget, 4),
         "ram_bytes": res["ram_bytes"],
         "stack_bytes": res["stack_bytes"],
         "instructions_per_inference": res["instructions_per_inference"],
@@ -91,7 +91,7 @@ def bench_model(label: str, path: Path, runs: int) -> dict:
         row["tflm_note"] = tflm_note
     row["targets"] = {
         "arena<=0.5x": None if row["arena_ratio"] is None else row["arena_ratio"] <= 0.5,
-        "flash<=0.8x": row["flash_ratio"] <= 0.8,
+        "flash<=0.8x": res["flash_bytes"] <= 0.8 * flash_budget,
         "macs/instr>=0.7": (row["macs_per_instruction"] >= 0.7) if label in SPEED_TARGETS else None,
     }
     return row
@@ -103,7 +103,7 @@ def _fmt(v, pct: bool = False) -> str:
     if isinstance(v, bool):
         return "yes" if v else "**no**"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.4f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
@@ -157,6 +157,13 @@ NOTES = """## Notes
   (64-bit multiply-high + rounding shift + clamp, about 15 instructions) and the im2col of its patch. Models with small
   reductions per output (DS-CNN: 3x3 depthwise with 9 MACs per output, 1x1 convolutions with 64) are dominated by that
   per-output work and stay well below 0.7; ResNet-8 (reductions of 144-576) gets closest.
+- Flash: weights stay int8 (rows zero-padded to a multiple of 4 only where a kernel row is not) and the requantisation
+  constants are int32 multipliers + int8 shifts, so the engine costs the weights plus 5-9 KB (code, biases,
+  multipliers, per-layer parameters, softmax table) instead of TFLM's flatbuffer metadata + 9.7 KB core. For models
+  whose .tflite is almost all weights (the seed CNNs: large dense layers) 0.8x of (.tflite + 9.7 KB) is below the size
+  of the weights themselves and cannot be met without compressing them.
+- seed004_cs231n / seed00x arena: feed-forward chains of large activations keep an input and an output tensor live
+  at each layer; the plan is at most that pair (+ scratch), TFLM's is the same pair plus its own bookkeeping.
 """
 
 

@@ -143,7 +143,8 @@ def _convert(model, shape, path: Path, float_io: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def ops_models(tmp_path_factory):
-    """A small graph with PAD, strided RELU6 conv, depthwise (multiplier 2), CONCATENATION, MAX_POOL, MEAN."""
+    """A small graph with PAD, strided RELU6 conv, depthwise (multiplier 2), CONCATENATION, odd channel counts,
+    MAX_POOL, MEAN."""
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(0)
     i = keras.Input((12, 12, 3))
@@ -152,6 +153,7 @@ def ops_models(tmp_path_factory):
     a = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
     b = keras.layers.Conv2D(16, 1)(x)
     x = keras.layers.Concatenate()([a, b])
+    x = keras.layers.Conv2D(7, 3, padding="same")(x)  # odd output channels: single-row kernel tail
     x = keras.layers.MaxPooling2D(2, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(5)(x)

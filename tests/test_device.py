@@ -146,6 +146,7 @@ def check_device_commands(python: str, fixture: Path, block: bool, runtime: str)
     assert abs(rep["candidate"]["accuracy"] - expected["accuracy"]) <= 2.0 / expected["samples"]
     assert rep["passed"] is True and [c["name"] for c in rep["checks"]] == ["min_accuracy"]
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert rep["plots"] == [] and "matplotlib" in rep["plots_note"]  # no matplotlib on the device: noted, no plots
     # an impossible gate fails with exit 1 and names the check
     r = run_device_cli(python, ["verify", "--candidate", str(model), "--dataset", f"npz:{npz}", "--runtime", runtime,
                                 "--runs", "5", "--min-accuracy", "1.0", "--no-plots", "--output", str(out) + "_fail",

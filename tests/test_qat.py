@@ -85,7 +85,11 @@ def _ptq_and_qat(run: Path, tmp_path: Path, capsys, qat_epochs: int):
     assert_int8_tensors(ptq)
     assert_int8_tensors(qat)
     x, y = test_split(run)
-    return _accuracy(ptq, x, y), _accuracy(qat, x, y), json.loads(qat.with_suffix(".json").read_text())
+    ptq_acc, qat_acc = _accuracy(ptq, x, y), _accuracy(qat, x, y)
+    side = json.loads(qat.with_suffix(".json").read_text())
+    print(f"{run.name}: float {side['evaluation']['float_accuracy'] * 100:.2f} % PTQ int8 {ptq_acc * 100:.2f} % "
+          f"QAT int8 {qat_acc * 100:.2f} % ({len(y)} test samples, {qat_epochs} QAT epoch(s))")
+    return ptq_acc, qat_acc, side
 
 
 @pytest.mark.slow

@@ -146,3 +146,27 @@ def test_keras_runner(tmp_path):
     np.testing.assert_allclose(runner.run(x[:1]), want[:1], rtol=1e-5, atol=1e-6)
     with pytest.raises(UsageError):
         R.open_runtime(path, runtime="litert")
+
+
+def test_fixed_batch_flatten_model_is_evaluated_batched(tmp_path):
+    """Models converted with batch 1 flatten to RESHAPE [1, N]; run_many evaluates a -1 copy, bit-identically."""
+    import keras
+
+    from toolchain.quantise import convert
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape=(6, 6, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(h))
+    keras.Model(inp, out).save(tmp_path / "m.keras")
+    convert(tmp_path / "m.keras", tmp_path / "m.tflite", precision="float32")
+    data = (tmp_path / "m.tflite").read_bytes()
+    patched = R.batch_agnostic_reshapes(data)
+    assert patched is not None and len(patched) == len(data) and patched != data
+    assert R.batch_agnostic_reshapes(patched) is None  # nothing left to patch
+    runner = R.open_runtime(tmp_path / "m.tflite", reference_kernels=True)
+    x = np.random.default_rng(4).random((300, 6, 6, 1), dtype=np.float32)
+    many = runner.run_many(x, batch_size=128)
+    assert runner.batch_mode == "batched(128)"
+    loop = np.concatenate([runner.run(x[i:i + 1]) for i in range(300)])
+    np.testing.assert_allclose(many, loop, rtol=1e-5, atol=1e-6)

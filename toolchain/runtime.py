@@ -285,8 +285,8 @@ def _model_bytes(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
 def _open_interpreter(runtime: str, data: bytes, source: str, threads: int | None, reference_kernels: bool) -> Runner:
     Interpreter, OpResolverType = _interpreter_class(runtime)
 
-    def make():
-        kwargs: dict[str, Any] = {"model_content": data}
+    def make(content: bytes = data):
+        kwargs: dict[str, Any] = {"model_content": content}
         if threads is not None:
             kwargs["num_threads"] = int(threads)
         if reference_kernels:
@@ -319,11 +319,9 @@ def _open_interpreter(runtime: str, data: bytes, source: str, threads: int | Non
 
         return invoke
 
-    def batched(bs: int):
-        if len(in_det) != 1:
-            return None
+    def resized(content: bytes, bs: int):
         try:
-            it = make()
+            it = make(content)
             it.resize_tensor_input(in_det[0]["index"], [bs] + list(in_det[0]["shape"][1:]), strict=False)
             it.allocate_tensors()
         except (ValueError, RuntimeError, TypeError):
@@ -332,6 +330,15 @@ def _open_interpreter(runtime: str, data: bytes, source: str, threads: int | Non
         if any(not s or s[0] != bs for s in out_shapes):
             return None
         return invoker(it)
+
+    def batched(bs: int):
+        if len(in_det) != 1:
+            return None
+        fn = resized(data, bs)
+        if fn is None:
+            patched = batch_agnostic_reshapes(data)
+            fn = resized(patched, bs) if patched is not None else None
+        return fn
 
     return Runner(name=runtime, version=runtime_version(runtime), model_path=source, input_details=in_det,
                   output_details=out_det, threads=threads, reference_kernels=reference_kernels,
@@ -351,6 +358,48 @@ def _tflm_details(getter, count: int) -> list[dict[str, Any]]:
         d = getter(i)
         details.append(_norm_detail(dict(d, name=str(d.get("name", f"tensor{i}")), index=i)))
     return details
+
+
+def batch_agnostic_reshapes(data: bytes) -> bytes | None:
+    """A copy of the model whose RESHAPE targets ``[1, ...]`` read ``[-1, ...]``, so the interpreter can be resized to
+    a batch > 1 (models converted with a fixed batch of 1 flatten to ``[1, N]``). ``None`` when nothing changes.
+
+    Only used for batched evaluation; ``Runner.run_many`` checks the batched results against single-sample runs."""
+    import tflite
+
+    buf = bytearray(data)
+    try:
+        model = tflite.Model.GetRootAsModel(buf, 0)
+        codes = []
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            codes.append(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())))
+        changed = False
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            for i in range(graph.OperatorsLength()):
+                op = graph.Operators(i)
+                if codes[op.OpcodeIndex()] != tflite.BuiltinOperator.RESHAPE:
+                    continue
+                if op.InputsLength() > 1 and op.Inputs(1) >= 0:
+                    tensor = graph.Tensors(int(op.Inputs(1)))
+                    raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
+                    if isinstance(raw, np.ndarray) and raw.size >= 4 and tensor.Type() == tflite.TensorType.INT32:
+                        shape = raw.view(np.int32)
+                        if shape[0] == 1:
+                            shape[0] = -1
+                            changed = True
+                table = op.BuiltinOptions()
+                if table is not None and op.BuiltinOptionsType() == tflite.BuiltinOptions.ReshapeOptions:
+                    opts = tflite.ReshapeOptions()
+                    opts.Init(table.Bytes, table.Pos)
+                    new_shape = opts.NewShapeAsNumpy()
+                    if isinstance(new_shape, np.ndarray) and new_shape.size and new_shape[0] == 1:
+                        new_shape[0] = -1
+                        changed = True
+    except Exception:  # an unusual flatbuffer layout: evaluate sample by sample instead
+        return None
+    return bytes(buf) if changed else None
 
 
 def _open_tflm(data: bytes, source: str) -> Runner:

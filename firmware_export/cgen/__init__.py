@@ -7,7 +7,8 @@ host or on an emulated Cortex-M4 (QEMU MPS2 AN386).
 Using the generated sources on a real board: add ``NAME.c``, ``NAME.h``, ``ce_kernels.c`` and ``ce_kernels.h``
 to the firmware project and compile with the core's flags (for a Cortex-M4F: ``-mcpu=cortex-m4 -mthumb
 -mfloat-abi=hard -mfpu=fpv4-sp-d16 -O2``; the SMLAD/SXTB16 DSP path is selected automatically through
-``__ARM_FEATURE_DSP``, define ``CE_NO_DSP`` to force the portable path). Call ``NAME_invoke(input, output)`` with
+``__ARM_FEATURE_DSP``, define ``CE_NO_DSP`` to force the portable path, ``CE_NO_ASM`` to avoid the inline-assembly
+SMLAD loop, which needs an optimised build). Call ``NAME_invoke(input, output)`` with
 int8 buffers of ``NAME_INPUT_SIZE``/``NAME_OUTPUT_SIZE`` bytes; the activation arena (``NAME_ARENA_BYTES``) is a
 static array in ``.bss``, so no heap is used. The same test firmware as under QEMU (``NAME_test.c`` +
 ``ce_m4_startup.c`` + ``mps2_an386.ld``, adapt the MEMORY block to the board's flash/RAM) runs on a board with a

@@ -291,7 +291,7 @@ class _Builder:
         scratch = 0
         same_geometry = (oh, ow) == (ih, iw) and sh == 1 and sw == 1
         if as_conv:
-            scratch = 4 * kp  # two interleaved int32 columns: 2 words per group of 4 elements and pixel
+            scratch = 4 * kp  # two interleaved int32 im2col columns: 2 words per group of 4 elements and pixel
             if (1 if depthwise else ic) % 4:
                 scratch += 2 * kp  # int16 row buffer of the generic im2col (border pixels)
             if (kh, kw) == (1, 1) and same_geometry and pad_t == 0 and pad_l == 0 and oc <= ic \
@@ -361,6 +361,8 @@ class _Builder:
         _, oh, ow, _ = ty.shape
         fh, fw = int(o["filter_height"]), int(o["filter_width"])
         sh, sw = int(o["stride_h"]), int(o["stride_w"])
+        if max(ih, iw, c, oh, ow, fh, fw, sh, sw) > 32767:
+            raise ExportError(f"{op.opcode} dimensions above 32767 are not supported", received=f"{tx.shape}")
         pt = self.padding(o.get("padding", "VALID"), ih, oh, fh, sh, 1)
         pl = self.padding(o.get("padding", "VALID"), iw, ow, fw, sw, 1)
         lo, hi = self.act_range(o.get("fused_activation_function"), y, op)
@@ -387,6 +389,10 @@ class _Builder:
         m1, sh1 = quantize_multiplier(float(s1) / twice_max)
         m2, sh2 = quantize_multiplier(float(s2) / twice_max)
         mo, sho = quantize_multiplier(twice_max / ((1 << left) * float(so)))
+        if max(sh1, sh2, sho) > 0:
+            # TFLite uses QuantizeMultiplierSmallerThanOneExp here: multipliers >= 1 are invalid for it too
+            raise ExportError("ADD rescaling multiplier >= 1 (output scale far below the input scales)",
+                              received=f"operator {op.index}: input scales {s1:g}, {s2:g}, output scale {so:g}")
         lo, hi = self.act_range(op.options.get("fused_activation_function"), y, op)
         pn = self.const_name("params")
         self.consts.append(f"static const ce_add_params {pn} = {{ {ty.num_elements}, {m1}, {m2}, {mo}, {left}, {-z1}, "

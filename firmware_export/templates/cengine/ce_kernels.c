@@ -55,6 +55,12 @@ static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return acc 
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_hi16(b); }
 #endif
 
+#if defined(__GNUC__)
+#define CE_NOINLINE __attribute__((noinline))
+#else
+#define CE_NOINLINE
+#endif
+
 static inline int32_t ce_rd32(const void *p)
 {
     int32_t v;
@@ -124,17 +130,6 @@ static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_
     return (int8_t)v;
 }
 
-#if defined(__GNUC__)
-#define CE_NOINLINE __attribute__((noinline))
-#else
-#define CE_NOINLINE
-#endif
-
-/* out-of-line requantisation for rarely taken paths (keeps code size down) */
-static CE_NOINLINE int8_t ce_requant_cold(const ce_conv_params *p, int32_t oc, int32_t acc)
-{
-    return ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
-}
 
 /* requantise two accumulators of the same output channel (same multiplier) */
 static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int32_t shift, int32_t off,
@@ -171,7 +166,8 @@ static inline int32_t ce_round_f32(float x)
 }
 
 /* ---- CONV_2D --------------------------------------------------------------------------------- */
-/* Weights: every row (output channel) is zero-padded to kp = round_up(k_h*k_w*in_c, 4) elements; rows are
+/* Weights: every row (output channel) is zero-padded to kp elements, kp = k_h*k_w*in_c when in_c % 4 == 0, else
+ * k_h * round_up(k_w*in_c, 4) (each kernel row padded, so that a patch row is read as whole words); rows are
  * stored in pairs interleaved by groups of 4 bytes (row 2p group g at 8g, row 2p+1 group g at 8g+4); an odd
  * last row is stored plainly. The im2col column holds, per group of 4 elements, two int32 words with the
  * int16 values (x0,x2) and (x1,x3) (input offset added, padding = 0): exactly what SXTB16 gives on the weights.
@@ -277,7 +273,9 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
 
 /* two weight rows (pair-interleaved) x two columns (interleaved): acc = {row a col A, row a col B, row b col A,
  * row b col B}; groups >= 1 */
-#if defined(CE_ARM_DSP)
+#if defined(CE_ARM_DSP) && defined(__OPTIMIZE__) && !defined(CE_NO_ASM)
+/* SMLAD inner loop in inline assembly (1 MAC per instruction); needs 13 free registers, i.e. an optimised build.
+ * Define CE_NO_ASM to use the intrinsics version below instead. */
 #define CE_DOT_2X2_GROUP                                                                                        \
     "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
     "ldr %[wv], [%[w]], #4\n\t"                                                                                 \
@@ -295,7 +293,8 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     "smlad %[b0], %[wv], %[x1], %[b0]\n\t"                                                                      \
     "smlad %[b1], %[wv], %[x3], %[b1]\n\t"
 
-static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
+/* out of line so that the caller's live values never compete for the 13 registers the loop needs */
+static CE_NOINLINE void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
 {
     register int32_t x0 __asm__("r3");
     register int32_t x1 __asm__("r4");
@@ -372,12 +371,26 @@ static inline int32_t ce_dot_1x1(const int8_t *w, int32_t wstride, const int32_t
     return acc;
 }
 
+/* outputs [oc0, out_c) of one pixel whose column words are at col (cstride words per group); rarely used */
+static CE_NOINLINE void ce_conv_single(const ce_conv_params *p, const int32_t *col, int32_t cstride, int32_t oc0,
+                                       int8_t *dst)
+{
+    const int32_t groups = p->k_padded >> 2;
+    int32_t oc;
+    for (oc = oc0; oc < p->out_c; ++oc) {
+        const int paired = (oc | 1) < p->out_c;
+        const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
+        const int32_t acc = ce_dot_1x1(w, paired ? 8 : 4, col, cstride, groups, p->bias[oc]);
+        dst[oc] = ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+    }
+}
+
 void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
     const int32_t groups = p->k_padded >> 2;
     const int32_t npix = p->out_h * p->out_w;
     const int32_t oc_n = p->out_c;
-    int32_t *col = (int32_t *)(void *)scratch;
+    int32_t *col = (int32_t *)(void *)scratch;              /* two interleaved im2col columns */
     int16_t *nat = (int16_t *)(void *)(col + p->k_padded); /* used when in_c % 4 != 0 */
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t pix;
@@ -399,17 +412,12 @@ void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_
                                 out0 + oc + 1, out1 + oc + 1);
             }
             if (oc < oc_n) {
-                const int8_t *w = p->weights + oc * p->k_padded;
-                out0[oc] = ce_requant_cold(p, oc, ce_dot_1x1(w, 4, col, 4, groups, p->bias[oc]));
-                out1[oc] = ce_requant_cold(p, oc, ce_dot_1x1(w, 4, col + 2, 4, groups, p->bias[oc]));
+                ce_conv_single(p, col, 4, oc, out0);
+                ce_conv_single(p, col + 2, 4, oc, out1);
             }
         } else {
             ce_im2col(p, in, pix, col, 2, nat);
-            for (oc = 0; oc < oc_n; ++oc) {
-                const int paired = (oc | 1) < oc_n;
-                const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
-                out0[oc] = ce_requant_cold(p, oc, ce_dot_1x1(w, paired ? 8 : 4, col, 2, groups, p->bias[oc]));
-            }
+            ce_conv_single(p, col, 2, 0, out0);
         }
     }
 }
@@ -427,6 +435,19 @@ static inline const int8_t *ce_dw_row(const ce_conv_params *p, const int8_t *in,
     }
     return in + iy * row_bytes;
 }
+
+/* one depthwise tap for 4 channels: a0..a3 += (x + offset) * w */
+#define CE_DW_TAP(src, w, xo, wo)                                                                               \
+    do {                                                                                                        \
+        const int32_t xv_ = ce_rd32((src) + (xo));                                                              \
+        const int32_t wv_ = ce_rd32((w) + (wo));                                                                \
+        const int32_t x02_ = ce_sxtab16(off2, xv_), x13_ = ce_sxtab16_ror8(off2, xv_);                          \
+        const int32_t w02_ = ce_sxtb16(wv_), w13_ = ce_sxtb16_ror8(wv_);                                        \
+        a0 = ce_smlabb(x02_, w02_, a0);                                                                         \
+        a2 = ce_smlatt(x02_, w02_, a2);                                                                         \
+        a1 = ce_smlabb(x13_, w13_, a1);                                                                         \
+        a3 = ce_smlatt(x13_, w13_, a3);                                                                         \
+    } while (0)
 
 void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch)
 {
@@ -472,6 +493,13 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
                         const int8_t *src = rows[ky] + xoff + oc;
                         const int8_t *w = wbase + ky * wrow + oc;
                         int32_t n = ntaps_x;
+                        if (n == 3) {
+                            /* 3-tap rows (3x3 kernels) unrolled */
+                            CE_DW_TAP(src, w, 0, 0);
+                            CE_DW_TAP(src, w, xstep, oc_n);
+                            CE_DW_TAP(src, w, 2 * xstep, 2 * oc_n);
+                            continue;
+                        }
                         while (n-- > 0) {
                             const int32_t xv = ce_rd32(src);
                             const int32_t wv = ce_rd32(w);
@@ -631,14 +659,14 @@ static inline int32_t ce_mbqm_split(int32_t x, int32_t multiplier, int32_t left,
 }
 
 /* The rescaled inputs depend on one int8 value each: they are tabulated once per call (2 x 256 int32 in scratch),
- * leaving one multiply-high + rounding shift per output element. */
+ * leaving one multiply-high + rounding shift per output element. As in TFLite, every multiplier is < 1 (shifts
+ * <= 0; the generator refuses others). |input term| < 2^27, so |sum| < 2^28 and RoundingDivideByPOT can be written
+ * without its remainder test: (x + 2^(r-1) - (x < 0)) >> r, exactly round-half-away-from-zero. */
 void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch)
 {
-    const int32_t l1 = p->in1_shift > 0 ? p->in1_shift : 0, r1 = l1 - p->in1_shift;
-    const int32_t l2 = p->in2_shift > 0 ? p->in2_shift : 0, r2 = l2 - p->in2_shift;
-    const int32_t lo = p->out_shift > 0 ? p->out_shift : 0, ro = lo - p->out_shift;
+    const int32_t r1 = -p->in1_shift, r2 = -p->in2_shift, ro = -p->out_shift;
     const int32_t m1 = (int32_t)(((uint32_t)1 << r1) - 1u), m2 = (int32_t)(((uint32_t)1 << r2) - 1u);
-    const int32_t mo = (int32_t)(((uint32_t)1 << ro) - 1u);
+    const int32_t half = (int32_t)(((uint32_t)1 << ro) >> 1);
     const int32_t mulo = p->out_mult, offo = p->out_offset;
     const int32_t amin = p->act_min, amax = p->act_max;
     const int32_t n = p->size;
@@ -646,13 +674,22 @@ void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int
     int32_t *t2 = scratch + 256 + 128;
     int32_t i;
     for (i = -128; i < 128; ++i) {
-        t1[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in1_offset) << (p->left_shift + l1)), p->in1_mult, 0, r1,
-                              m1);
-        t2[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in2_offset) << (p->left_shift + l2)), p->in2_mult, 0, r2,
-                              m2);
+        t1[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in1_offset) << p->left_shift), p->in1_mult, 0, r1, m1);
+        t2[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in2_offset) << p->left_shift), p->in2_mult, 0, r2, m2);
+    }
+    if (ro > 0) {
+        for (i = 0; i < n; ++i) {
+            const int32_t sum = t1[in1[i]] + t2[in2[i]];
+            const int32_t hm = (int32_t)(((int64_t)sum * mulo + ((int64_t)1 << 30)) >> 31);
+            int32_t v = ((hm + half - (int32_t)((uint32_t)hm >> 31)) >> ro) + offo;
+            v = v < amin ? amin : v;
+            v = v > amax ? amax : v;
+            out[i] = (int8_t)v;
+        }
+        return;
     }
     for (i = 0; i < n; ++i) {
-        int32_t v = ce_mbqm_split(t1[in1[i]] + t2[in2[i]], mulo, lo, ro, mo) + offo;
+        int32_t v = (int32_t)(((int64_t)(t1[in1[i]] + t2[in2[i]]) * mulo + ((int64_t)1 << 30)) >> 31) + offo;
         v = v < amin ? amin : v;
         v = v > amax ? amax : v;
         out[i] = (int8_t)v;

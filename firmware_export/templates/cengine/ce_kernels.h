@@ -8,7 +8,8 @@
  *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SXTB16/SXTAB16/SMLAD intrinsics and an SMLAD inline-assembly
  *     inner loop (2 output channels x 2 output pixels over an int16 im2col column);
  *   - portable C99 equivalents of the same instructions for any other target (host tests run this path).
- * Define CE_NO_DSP to force the portable path on a DSP-capable core.
+ * Define CE_NO_DSP to force the portable path on a DSP-capable core, CE_NO_ASM to keep the DSP intrinsics but
+ * replace the inline-assembly inner loop (used in optimised builds only) by C.
  */
 #ifndef CE_KERNELS_H
 #define CE_KERNELS_H
@@ -42,9 +43,9 @@ typedef struct {
 } ce_fc_params;
 
 typedef struct {
-    int32_t in_h, in_w, ch, out_h, out_w;
-    int32_t f_h, f_w, stride_h, stride_w, pad_t, pad_l;
-    int32_t act_min, act_max;
+    int16_t in_h, in_w, ch, out_h, out_w;
+    int16_t f_h, f_w, stride_h, stride_w, pad_t, pad_l;
+    int16_t act_min, act_max;
 } ce_pool_params;
 
 typedef struct {
