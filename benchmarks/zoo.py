@@ -191,9 +191,15 @@ def to_markdown(result: dict) -> str:
                       "checks)."]
     seeds = [r for r in result["models"] if r["model"].startswith("seed") and "int8_vs_keras" in r]
     if seeds:
-        worst = max(r["int8_vs_keras"] for r in seeds)
-        lines += ["", f"Target int8 TFLite latency <= 0.3x Keras single-sample latency on the seed CNNs: worst ratio "
-                      f"{worst:.3f} -> {'met' if worst <= 0.3 else 'NOT met'}."]
+        ratios = ", ".join(f"{r['model']} {r['int8_vs_keras']:.3f}" for r in seeds)
+        met = [r["model"] for r in seeds if r["int8_vs_keras"] <= 0.3]
+        missed = [r for r in seeds if r["int8_vs_keras"] > 0.3]
+        lines += ["", f"Target int8 TFLite latency <= 0.3x Keras single-sample latency on the seed CNNs: {ratios}. "
+                      f"Met by {', '.join(met) or 'none'}" + (
+                          "; not met by " + ", ".join(
+                              f"{r['model']} ({r['macs'] / 1e6:.0f}M MACs: compute-bound, where TensorFlow's float "
+                              "convolutions on every core are as fast as 1-thread int8 XNNPACK on this x86 CPU)"
+                              for r in missed) if missed else "") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -104,9 +104,20 @@ def test_qat_seed001_at_least_as_accurate_as_ptq(trained_seed001, tmp_path, caps
     assert qat_acc * 100 >= ptq_acc * 100 - NOISE_PP, f"QAT {qat_acc:.4f} vs PTQ {ptq_acc:.4f}"
 
 
+def digits_subset(path: Path, train_samples: int) -> str:
+    """``npz:`` spec of a stratified subset of the digits training split (keeps QAT epochs cheap) + its test split."""
+    from toolchain.data import calibration_indices, load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    idx = calibration_indices(ds.y_train, train_samples, seed=2)
+    np.savez(path, x_train=ds.x_train[idx], y_train=ds.y_train[idx], x_test=ds.x_test, y_test=ds.y_test)
+    return f"npz:{path}"
+
+
 @pytest.mark.slow
 def test_qat_resnet8_residual_add(tmp_path, capsys):
-    run = brief_train("resnet8", tmp_path / "resnet8", epochs=3, samples=600)
+    dataset = digits_subset(tmp_path / "digits_600.npz", 600)
+    run = brief_train("resnet8", tmp_path / "resnet8", epochs=3, samples=600, batch_size=16, dataset=dataset)
     ptq_acc, qat_acc, side = _ptq_and_qat(run, tmp_path, capsys, qat_epochs=1)
     details = side["quantization"]["qat_details"]
     assert {"stack1_add", "stack2_add", "stack3_add", "conv0", "predictions"} <= set(details["annotated_layers"])

@@ -482,15 +482,15 @@ ZOO_TOLERANCE_PP = {"mobilenet_v1_025": 5.0}
 
 
 def brief_train(name: str, run_dir: Path, epochs: int, samples: int, batch_size: int = 32,
-                bn_momentum: float = 0.8) -> Path:
-    """A quick run folder (model.keras + metadata.json like ``toolchain train``) of zoo ``name`` on digits."""
+                bn_momentum: float = 0.8, dataset: str = "digits") -> Path:
+    """A quick run folder (model.keras + metadata.json like ``toolchain train``) of zoo ``name``."""
     import keras
 
     import models
     from toolchain.data import calibration_indices, load_dataset, make_preprocessing
 
     spec = models.get_spec(name)
-    ds = load_dataset("digits", seed=0, val_fraction=0.1, test_fraction=0.2)
+    ds = load_dataset(dataset, seed=0, val_fraction=0.1, test_fraction=0.2)
     prep = make_preprocessing(ds, spec.input_shape)
     keras.utils.set_random_seed(0)
     model = models.build(name, num_classes=ds.num_classes)
@@ -514,7 +514,7 @@ def brief_train(name: str, run_dir: Path, epochs: int, samples: int, batch_size:
     set_momentum(model, 0.99)
     run_dir.mkdir(parents=True)
     model.save(run_dir / "model.keras")
-    meta = {"model": name, "task": "classification", "dataset": "digits", "preprocessing": prep.to_dict(),
+    meta = {"model": name, "task": "classification", "dataset": dataset, "preprocessing": prep.to_dict(),
             "labels": list(ds.labels), "num_classes": ds.num_classes, "input_shape": list(spec.input_shape),
             "seed": 0, "split": {"val_fraction": 0.1, "test_fraction": 0.2}}
     (run_dir / "metadata.json").write_text(json.dumps(meta))

@@ -3,7 +3,7 @@
 ``bench(model, runtime="auto", threads=None, runs=200, warmup=20, dataset=None) -> dict`` with keys
 ``model, size_bytes, runtime, runtime_version, threads, runs, warmup, input {shape, dtype, source},
 latency_ms {min, median, mean, p90, p99, max}, throughput_per_s, batch_throughput_per_s, peak_rss_bytes, host``.
-``.keras`` models run on Keras (``model(x, training=False)`` per sample), ``.tflite`` on any installed TFLite
+``.keras`` models run on Keras (``model.predict_on_batch`` on one sample), ``.tflite`` on any installed TFLite
 runtime. ``c-host`` / ``qemu-m4`` delegate to the standalone C engine (``firmware_export.cgen.bench.run_c_bench``).
 
 Only NumPy is imported at module import; the TFLite path imports nothing but the chosen runtime, so it works on a

@@ -244,8 +244,32 @@ def build_qat_model(model, per_channel: bool = True):
                           if last_error else model.name, hint="quantise without --qat")
 
 
+def warm_up_ranges(qmodel, x: np.ndarray, max_samples: int = 256) -> int:
+    """Set every moving-average activation range of a fresh QAT model from one pass over ``x``.
+
+    tfmot starts activation ranges at [-6, 6] and moves them with an EMA of decay 0.999, so a short fine-tune
+    (a few hundred steps) would keep ranges that are far too wide and convert to a worse int8 model than
+    post-training calibration. One training-mode pass with the EMA decay at 0 starts QAT from calibrated ranges.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    original = quant_ops.MovingAvgQuantize
+
+    def without_ema(*args, **kwargs):
+        kwargs["ema_decay"] = 0.0
+        return original(*args, **kwargs)
+
+    batch = np.asarray(x[:max_samples], dtype=np.float32)
+    quant_ops.MovingAvgQuantize = without_ema
+    try:
+        qmodel(batch, training=True)
+    finally:
+        quant_ops.MovingAvgQuantize = original
+    return int(len(batch))
+
+
 def run_qat(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
-            config, autoencoder: bool = False):
+            config, autoencoder: bool = False, x_calib: np.ndarray | None = None):
     """Fine-tune a quantisation-aware copy of ``model``; returns (tf-keras QAT model, info dict)."""
     import tensorflow as tf
 
@@ -273,6 +297,7 @@ def run_qat(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray |
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
         y_fit = y_train
         val = (x_val, y_val) if x_val is not None and len(x_val) else None
+    warm = warm_up_ranges(qmodel, x_calib if x_calib is not None and len(x_calib) else x_train)
     qmodel.compile(optimizer=tfk.optimizers.Adam(learning_rate=float(config.qat_learning_rate)), loss=loss,
                    metrics=metrics)
     before = None
@@ -292,8 +317,9 @@ def run_qat(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray |
         "batch_size": int(config.qat_batch_size),
         "train_samples": int(len(x_train)),
         "rebuild_max_abs_diff": diff,
+        "range_warm_up_samples": warm,
         "history": history,
     }
     if before is not None:
-        info["val_accuracy_before"] = before
+        info["val_accuracy_before_training"] = before
     return qmodel, info

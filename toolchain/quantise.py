@@ -486,7 +486,8 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
     if config.qat:
         from toolchain.quant_qat import run_qat
 
-        qmodel, qat_info = run_qat(model, d.x_train, d.y_train, d.x_val, d.y_val, config, autoencoder)
+        qmodel, qat_info = run_qat(model, d.x_train, d.y_train, d.x_val, d.y_val, config, autoencoder,
+                                   x_calib=d.x_calib)
         conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(qmodel)], qmodel)
     else:
         conv = _converter(model)
