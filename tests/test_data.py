@@ -710,3 +710,20 @@ def test_preprocessing_validation_errors():
     _one_line_error(e, DatasetError, "batch")
     with pytest.raises(DatasetError):
         pp.apply(np.zeros((2, 8, 8, 3)))
+
+
+def test_npz_max_value_sets_the_scale(tmp_path):
+    """Raw digits (0..16) in an npz need ``max_value=16`` to be scaled like the built-in ``digits`` source."""
+    from toolchain.data import load_dataset, make_preprocessing
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 17, size=(40, 8, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 10)
+    path = tmp_path / "raw_digits.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:8], y_test=y[:8], max_value=np.float32(16))
+    ds = load_dataset(f"npz:{path}")
+    pre = make_preprocessing(ds, (8, 8, 1))
+    np.testing.assert_allclose(pre.apply(ds.x_test)[..., 0], np.clip(ds.x_test / 16.0, 0, 1), rtol=0, atol=1e-6)
+    np.savez(path, x_train=x, y_train=y, x_test=x[:8], y_test=y[:8], max_value=np.float32(-1))
+    with pytest.raises(DatasetError, match="max_value"):
+        load_dataset(f"npz:{path}")

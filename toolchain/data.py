@@ -401,6 +401,17 @@ def _finish(spec: str, x_train, y_train, x_test, y_test, labels, *, seed: int, v
     return DatasetSplits(spec=spec, labels=list(labels), max_value=max_value, split=split_info, **splits)
 
 
+def _read_max_value(arrays: dict, source: str) -> float | None:
+    """Optional ``max_value`` scalar in an npz: the raw value that maps to 1.0 (e.g. 16 for raw ``digits``)."""
+    if "max_value" not in arrays:
+        return None
+    arr = np.asarray(arrays["max_value"])
+    if arr.size != 1 or arr.dtype.kind not in "iuf" or not np.isfinite(arr).all() or float(arr.reshape(-1)[0]) <= 0:
+        raise DatasetError("max_value must be one positive finite number",
+                           received=f"{source}: max_value={arr.reshape(-1)[:3].tolist()}")
+    return float(arr.reshape(-1)[0])
+
+
 def _guess_max_value(x: np.ndarray) -> float:
     if x.dtype == np.uint8:
         return 255.0
@@ -469,12 +480,13 @@ def _load_npz(spec: str, path_text: str, seed: int, val_fraction: float, test_fr
                            received=f"{path}: {exc}") from None
     source = str(path)
     labels = _read_labels_array(arrays["labels"], source) if "labels" in arrays else None
+    max_value = _read_max_value(arrays, source)
     if "x_train" not in arrays and "x" in arrays and "y" in arrays:
         x = _check_x(arrays["x"], "x", source)
         y = _check_y(arrays["y"], "y", source, len(x))
         labels = _check_labels_range({"y": y}, labels, source)
         return _split_all(spec, x, y, labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                          max_value=None, source=source)
+                          max_value=max_value, source=source)
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DatasetError("npz file is missing arrays " + ", ".join(missing) +
@@ -487,7 +499,7 @@ def _load_npz(spec: str, path_text: str, seed: int, val_fraction: float, test_fr
     _check_pair_shapes(x_train, x_test, source)
     labels = _check_labels_range({"y_train": y_train, "y_test": y_test}, labels, source)
     return _finish(spec, x_train, y_train, x_test, y_test, labels, seed=seed, val_fraction=val_fraction,
-                   test_fraction=test_fraction, max_value=None, source=source, own_test=True)
+                   test_fraction=test_fraction, max_value=max_value, source=source, own_test=True)
 
 
 _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -890,7 +902,7 @@ def list_datasets() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {"spec": "digits", "description": "scikit-learn 8x8 handwritten digits (1,797 images, 10 classes, embedded)",
          "offline": has_sklearn, "detail": "bundled with scikit-learn" if has_sklearn else "needs scikit-learn"},
-        {"spec": "npz:PATH", "description": "NumPy .npz with x_train, y_train, x_test, y_test [, labels] (or x, y)",
+        {"spec": "npz:PATH", "description": "NumPy .npz with x_train, y_train, x_test, y_test [, labels, max_value] (or x, y)",
          "offline": True, "detail": "local file"},
         {"spec": "idx:DIR", "description": "MNIST / Fashion-MNIST IDX files (raw or .gz) in DIR",
          "offline": True, "detail": "local files"},
