@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 
 from toolchain.bench import bench, host_info
-from toolchain.cli import main
+from tests.helpers import cli_exit_code as cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
 KWS = REF_DIR / "mlperftiny__kws_ref_model.tflite"
 HELLO = REF_DIR / "tflm__hello_world_int8.tflite"
 
 
-def cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def need(p: Path) -> Path:

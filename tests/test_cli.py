@@ -9,20 +9,14 @@ import sys
 import pytest
 
 import toolchain
-from toolchain.cli import main
 from toolchain.cli.app import app
 from toolchain.errors import ToolchainError, UsageError
 from toolchain.fsutil import atomic_write_bytes, check_output_file, output_dir
+from tests.helpers import run_cli
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_version(capsys):

@@ -20,9 +20,9 @@ import pytest
 from firmware_export import export_tflm
 from firmware_export.naming import c_identifier, sanitise
 from firmware_export.op_resolver import TFLM_ADD_METHODS, resolver_methods
-from toolchain.cli import main
 from toolchain.errors import ExportError
 from toolchain.fsutil import sha256_file
+from tests.helpers import run_cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
 REF_MODELS = sorted(p.name for p in REF_DIR.glob("*.tflite")) if REF_DIR.is_dir() else []
@@ -578,12 +578,6 @@ def test_section_option_places_array(exports, tmp_path):
 # ------------------------------------------------------------------------------------------------ CLI and errors
 
 
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def _no_leftovers(parent: Path, name: str) -> bool:
@@ -592,7 +586,7 @@ def _no_leftovers(parent: Path, name: str) -> bool:
 
 def test_cli_export_with_target(exports, tmp_path, capsys):
     path, _, _ = exports["tiny_int8"]
-    code, out, err = _cli(["export", path, "--output", tmp_path / "fw", "--target", "nano33ble",
+    code, out, err = run_cli(["export", path, "--output", tmp_path / "fw", "--target", "nano33ble",
                            "--arena-margin", "25"], capsys)
     assert code == 0, err
     assert "recommended" in out and "upper bound for a 32-bit MCU" in out
@@ -610,7 +604,7 @@ def test_cli_export_with_target(exports, tmp_path, capsys):
 
 
 def test_cli_float_model_warns_but_exports(tiny_models, tmp_path, capsys):
-    code, out, err = _cli(["export", tiny_models["float"], "--output", tmp_path / "fw"], capsys)
+    code, out, err = run_cli(["export", tiny_models["float"], "--output", tmp_path / "fw"], capsys)
     assert code == 0, err
     assert "not int8-quantised" in err
     manifest = json.loads((tmp_path / "fw" / "manifest.json").read_text())
@@ -657,7 +651,7 @@ def test_cli_bad_input_exit_2_nothing_written(case, exports, tmp_path, capsys):
     elif case == "bad_format":
         args += ["--format", "zip"]
         expect = "--format"
-    code, _, err = _cli(args, capsys)
+    code, _, err = run_cli(args, capsys)
     assert code == 2
     assert expect in err and err.startswith("error:") and "Traceback" not in err
     assert not out.exists()
@@ -669,10 +663,10 @@ def test_cli_existing_output_needs_force(exports, tmp_path, capsys):
     out = tmp_path / "fw"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, err = _cli(["export", path, "--output", out], capsys)
+    code, _, err = run_cli(["export", path, "--output", out], capsys)
     assert code == 2 and "--force" in err
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
-    code, _, err = _cli(["export", path, "--output", out, "--force", "--name", "net"], capsys)
+    code, _, err = run_cli(["export", path, "--output", out, "--force", "--name", "net"], capsys)
     assert code == 0, err
     assert "keep.txt" not in {p.name for p in out.iterdir()}
     assert (out / "net_model_data.c").is_file()
@@ -688,9 +682,9 @@ def test_cli_format_c_delegates_to_cgen(monkeypatch, exports, tmp_path, capsys):
         return {"files": [{"name": "x.c"}]}
 
     monkeypatch.setitem(sys.modules, "firmware_export.cgen", types.SimpleNamespace(generate_c_engine=fake_generate))
-    code, out, err = _cli(["export", path, "--output", tmp_path / "c", "--format", "c", "--name", "k", "--force"],
+    code, out, err = run_cli(["export", path, "--output", tmp_path / "c", "--format", "c", "--name", "k", "--force"],
                           capsys)
     assert code == 0, err
     assert calls == [(path, tmp_path / "c", "k", True)]
-    code, _, err = _cli(["export", path, "--output", tmp_path / "c", "--format", "c", "--target", "rp2040"], capsys)
+    code, _, err = run_cli(["export", path, "--output", tmp_path / "c", "--format", "c", "--target", "rp2040"], capsys)
     assert code == 2 and "--format tflm only" in err

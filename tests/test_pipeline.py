@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from toolchain.cli import main
 from toolchain.pipeline import DEFAULT_EPOCHS
+from tests.helpers import cli_exit_code as cli
 
 
-def cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.mark.slow

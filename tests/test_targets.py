@@ -8,8 +8,8 @@ import tomllib
 import pytest
 
 from firmware_export.targets import TARGETS_FILE, fit_report, get_target, load_targets, runtime_estimates
-from toolchain.cli import main
 from toolchain.errors import UsageError
+from tests.helpers import run_cli
 
 # Datasheet figures: (core, clock MHz, flash KB, RAM KB)
 DATASHEET = {
@@ -82,21 +82,15 @@ def test_linux_target_counts_model_in_ram():
     assert r.runtime == "tflite-runtime" and r.fits
 
 
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_cli_targets_lists_every_board(capsys):
-    code, out, err = _cli(["targets"], capsys)
+    code, out, err = run_cli(["targets"], capsys)
     assert code == 0, err
     for key in DATASHEET:
         assert key in out
     assert "estimate" in out
-    code, out, _ = _cli(["targets", "--json"], capsys)
+    code, out, _ = run_cli(["targets", "--json"], capsys)
     data = json.loads(out)
     assert {b["key"] for b in data["boards"]} >= set(DATASHEET)
     assert data["runtime_estimates"]["tflm"]["core_kb"] == 16

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from toolchain.cli import main
 from toolchain.verify import classification_metrics, compare_outputs, load_baseline
+from tests.helpers import cli_exit_code as cli
 
 DIGITS_PREP = {"input_shape": [8, 8, 1], "scale": 1.0 / 16.0, "resize": "none", "channels": "keep"}
 
 
-def cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _run_folder(folder: Path, model, name: str) -> Path:

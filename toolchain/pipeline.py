@@ -19,7 +19,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 import toolchain
