@@ -16,7 +16,7 @@ echo "-- device venv: $DEVICE_VENV (numpy<2, tflite-runtime==2.14.*, typer, flat
 if [ ! -x "$DEVICE_VENV/bin/python" ]; then
   python3 -m venv "$DEVICE_VENV"
 fi
-"$DEVICE_VENV/bin/pip" install -q "numpy<2" "tflite-runtime==2.14.*" "typer>=0.12" "flatbuffers>=23.5" "tflite>=2.10"
+"$DEVICE_VENV/bin/pip" install -q "numpy<2" "tflite-runtime==2.14.*" "typer>=0.29,<1" "flatbuffers>=23.5" "tflite>=2.10"
 "$DEVICE_VENV/bin/pip" install -q --no-deps -e .
 
 echo "-- host-only libraries must be absent on the device"
