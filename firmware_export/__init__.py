@@ -225,6 +225,9 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
                         f" x (1 + {margin:g} %)) = {m.recommended_bytes} bytes")
     labels, labels_source = _labels(src, num_classes, warnings)
     sha = sha256_bytes(model.data)
+    from toolchain.model_inspect import inspect_tflite
+
+    totals = inspect_tflite(model).totals  # the same figures `toolchain inspect` prints
     texts = render_sources(model, cname, source_name=src.name, sha256=sha, section=section, arena=arena,
                            labels=labels, labels_source=labels_source, version=toolchain.__version__)
 
@@ -260,6 +263,9 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
             "name": cname,
             "source": {"path": str(src), "file": src.name, "bytes": len(model.data), "sha256": sha},
             "model_bytes": len(model.data),
+            "params": totals.params,
+            "macs": totals.macs,
+            "peak_activation_bytes": totals.peak_activation_bytes,
             "section": section,
             "alignment": 16,
             "operators": [op for op, _ in methods],

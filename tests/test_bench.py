@@ -88,6 +88,30 @@ def test_bench_errors(tmp_path, capsys):
     assert err.count("error:") == 4 and "Traceback" not in err
 
 
+def test_bench_c_engine_rejects_threads_and_honours_runs_with_dataset(tmp_path, monkeypatch, capsys):
+    """--threads does not apply to the C engine (error, not silently ignored); with --dataset the C engine still
+    runs --runs inferences (the distinct samples are cycled) and its wall-clock figure is labelled a mean."""
+    import firmware_export.cgen.bench as cbench
+    from toolchain.bench import bench, format_bench
+
+    assert cli(["bench", str(need(HELLO)), "--runtime", "qemu-m4", "--threads", "2"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    seen = {}
+
+    def fake_run_c_bench(model_path, runtime, runs=10, inputs=None):
+        seen["n"] = len(inputs)
+        return {"runtime": runtime, "runs": len(inputs), "outputs_match": True, "latency_ms": 0.5}
+
+    monkeypatch.setattr(cbench, "run_c_bench", fake_run_c_bench)
+    d = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(d, x_train=rng.random((40, 1), dtype=np.float32), y_train=np.zeros(40, np.int64),
+             x_test=rng.random((30, 1), dtype=np.float32), y_test=np.zeros(30, np.int64))
+    r = bench(need(HELLO), runtime="c-host", runs=20, dataset=f"npz:{d}")
+    assert seen["n"] == 20 and r["runs"] == 20
+    assert ("latency mean (wall clock)", "0.5000 ms") in format_bench(r)
+
+
 def test_host_info_reads_cpu_model():
     h = host_info()
     assert h["cpu"] and h["cores"] >= 1 and h["numpy"] == np.__version__

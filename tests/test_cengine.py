@@ -71,6 +71,76 @@ def test_multiply_by_quantized_multiplier_rounds_like_gemmlowp():
     assert multiply_by_quantized_multiplier(x, q, shift).tolist() == [-2, -1, -1, -1, 1, 1, 2, 2]
 
 
+# The kernels' output stage folds LiteRT's two roundings (doubling high multiply, then rounding right shift) into
+# one 64-bit multiply-accumulate; this checks it against the two-step definition on random values.
+REQUANT_CHECK_C = r"""
+#include "ce_kernels.c"
+#include <stdio.h>
+
+static uint64_t state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd32(void)
+{
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (uint32_t)(state >> 16);
+}
+
+/* two-step definition: hm = (x * m + 2^30) >> 31, then (hm + 2^(r-1)) >> r, in 64-bit arithmetic */
+static int32_t two_step(int32_t x, int32_t m, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = left - shift;
+    const int64_t xs = (int64_t)(int32_t)((uint32_t)x << left);
+    const int64_t hm = (xs * m + ((int64_t)1 << 30)) >> 31;
+    return (int32_t)((hm + (((int64_t)1 << right) >> 1)) >> right);
+}
+
+int main(void)
+{
+    long i, bad = 0, n = 0;
+    for (i = 0; i < 3000000; ++i) {
+        const int32_t shift = (int32_t)(rnd32() % 40u) - 31;                /* -31 .. 8 */
+        const int32_t m = (int32_t)(0x40000000u + (rnd32() & 0x3FFFFFFFu)); /* [2^30, 2^31) */
+        const int32_t bits = shift > 0 ? 30 - shift : 30;                   /* |x| < 2^bits, no overflow */
+        const int32_t x = (int32_t)(rnd32() >> (32 - bits - 1)) - ((int32_t)1 << bits);
+        const int32_t off = (int32_t)(rnd32() % 256u) - 128;
+        const int32_t lo = i % 3 ? -128 : (int32_t)(rnd32() % 128u) - 128;
+        const int32_t hi = i % 3 ? 127 : lo + (int32_t)(rnd32() % (uint32_t)(128 - lo));
+        const int32_t x1 = (int32_t)(rnd32() % 2001u) - 1000;
+        int32_t e0 = two_step(x, m, shift) + off, e1 = two_step(x1, m, shift) + off;
+        int8_t d0, d1;
+        e0 = e0 < lo ? lo : (e0 > hi ? hi : e0);
+        e1 = e1 < lo ? lo : (e1 > hi ? hi : e1);
+        bad += ce_mbqm_up(x, m, shift) != two_step(x, m, shift);
+        bad += ce_mbqm_up(x1, m, shift) != two_step(x1, m, shift);
+        bad += ce_requant(x, m, shift, off, lo, hi) != (int8_t)e0;
+        ce_requant_pair(x, x1, m, shift, off, lo, hi, &d0, &d1);
+        bad += d0 != (int8_t)e0 || d1 != (int8_t)e1;
+        n += 4;
+    }
+    printf("checked=%ld mismatches=%ld\n", n, bad);
+    return bad != 0;
+}
+"""
+
+
+@needs_cc
+def test_single_smlal_requantisation_equals_two_step_rounding(tmp_path):
+    import subprocess
+
+    from firmware_export.cgen.generator import TEMPLATE_DIR
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    (tmp_path / "check.c").write_text(REQUANT_CHECK_C)
+    exe = tmp_path / "check"
+    subprocess.run([cc, "-std=c99", "-O2", "-I", str(TEMPLATE_DIR), str(tmp_path / "check.c"), "-o",
+                    str(exe)], check=True, capture_output=True, timeout=120)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "mismatches=0" in out.stdout, out.stdout + out.stderr
+    assert "checked=12000000" in out.stdout
+
+
 # ---- memory planner --------------------------------------------------------------------------------------------
 
 def test_planner_reuses_memory_and_never_overlaps_live_buffers():

@@ -117,3 +117,59 @@ def test_atomic_outputs_have_normal_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     finally:
         os.umask(mask)
+
+
+@pytest.mark.parametrize("args, received", [
+    (["inspect", "model.tflite", "--bogus"], "Received: --bogus"),
+    (["export", "m.tflite", "--output", "fw", "--arena-margin", "-5"], "Received: --arena-margin -5"),
+    (["bench", "m.tflite", "--runs=abc"], "Received: --runs=abc"),
+    (["nosuchcommand"], "Received: nosuchcommand"),
+    (["verify", "-c", "m.tflite"], "Received: verify -c m.tflite"),
+])
+def test_parser_errors_are_one_line_with_received(args, received, capsys):
+    """Argument-parser errors follow the same one-line `error: ... Received: ...` convention (no usage box)."""
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert received in lines[0] and "--help" in lines[0]
+
+
+def test_unwritable_output_is_a_usage_error_before_any_work(tmp_path):
+    """os.access() says yes for root (and for /proc): the check must really try to create a file."""
+    from toolchain.fsutil import check_output_dir
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="not writable|not a directory"):
+        check_output_file(blocker / "sub" / "o.tflite", force=False)
+    with pytest.raises(UsageError, match="not writable"):
+        check_output_dir(blocker / "a" / "b", force=False)
+    proc = __import__("pathlib").Path("/proc")
+    if proc.is_dir():
+        with pytest.raises(UsageError, match="not writable"):
+            check_output_file(proc / "o.tflite", force=False)
+        with pytest.raises(UsageError, match="not writable"):
+            check_output_dir(proc / "fw", force=False)
+    # the offending option is named
+    with pytest.raises(UsageError, match="--json="):
+        check_output_file(blocker / "sub" / "x.json", force=False, option="--json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # the probe leaves nothing behind
+
+
+def test_atomic_write_oserror_is_a_toolchain_error(tmp_path):
+    if not __import__("pathlib").Path("/proc").is_dir():
+        pytest.skip("needs /proc")
+    with pytest.raises(ToolchainError, match="cannot write"):
+        atomic_write_bytes("/proc/toolchain-test.bin", b"x")
+    with pytest.raises(ToolchainError, match="not writable|cannot create"):
+        with output_dir("/proc/toolchain-test-dir"):
+            pass
+
+
+def test_cli_unwritable_output_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    code, _, err = run_cli(["pipeline", "--output", blocker / "run", "--epochs", "1"], capsys)
+    assert code == 2 and err.startswith("error: output directory is not writable") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

@@ -603,6 +603,23 @@ def test_cli_export_with_target(exports, tmp_path, capsys):
     assert fit["ram_pct"] == round(100 * fit["ram_bytes"] / (256 * 1024), 2)
 
 
+def test_manifest_params_macs_agree_with_inspect_and_hand_counts(exports, capsys):
+    """The manifest carries the same params / MACs / peak activations as `toolchain inspect` (tiny CNN by hand:
+    conv (3·3·1 + 1)·4 = 40 params, 6·6·4·9 = 1,296 MACs; dense 36·3 = 108 params and MACs: the untrained
+    all-zero dense bias is dropped by the converter, so the FULLY_CONNECTED has no bias tensor)."""
+    from toolchain.cli.cmd_export import render_export_summary
+    from toolchain.model_inspect import inspect_tflite
+
+    path, out_dir, manifest = exports["tiny_int8"]
+    assert (manifest["params"], manifest["macs"]) == (40 + 108, 1296 + 108)
+    totals = inspect_tflite(path).totals
+    assert (manifest["params"], manifest["macs"], manifest["peak_activation_bytes"]) == \
+        (totals.params, totals.macs, totals.peak_activation_bytes)
+    on_disk = json.loads((out_dir / "manifest.json").read_text())
+    assert (on_disk["params"], on_disk["macs"]) == (148, 1404)
+    assert any(line.startswith("params 148, MACs 1,404") for line in render_export_summary(manifest, out_dir))
+
+
 def test_cli_float_model_warns_but_exports(tiny_models, tmp_path, capsys):
     code, out, err = run_cli(["export", tiny_models["float"], "--output", tmp_path / "fw"], capsys)
     assert code == 0, err

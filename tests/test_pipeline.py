@@ -30,6 +30,13 @@ def test_default_pipeline_reaches_95_percent_int8_on_digits(tmp_path, capsys):
     assert rep["candidate"]["accuracy"] == s["int8_accuracy"] and rep["reference"]["accuracy"] == s["float_accuracy"]
     manifest = json.loads((out / "firmware" / "manifest.json").read_text())
     assert s["arena_bytes"] == manifest["arena"]["recommended_bytes"] > 0
+    # params / MACs: the summary, the export manifest and `toolchain inspect` of the int8 model agree
+    from toolchain.model_inspect import inspect_tflite
+
+    totals = inspect_tflite(out / "model_int8.tflite").totals
+    assert (s["params"], s["macs"]) == (manifest["params"], manifest["macs"]) == (totals.params, totals.macs)
+    assert (s["params"], s["macs"]) == (1_199_882, 11_992_448)  # seed001_basic_cnn at 28x28x1, by hand
+    assert f"{s['params']:,} / {s['macs']:,}" in text
     assert s["int8_tflite_bytes"] == (out / "model_int8.tflite").stat().st_size
     sidecar = json.loads((out / "model_int8.json").read_text())
     assert sidecar["dataset"] == "digits" and sidecar["quantization"]["io_dtype"] == "int8"
@@ -52,3 +59,13 @@ def test_failed_stage_leaves_nothing_behind(tmp_path):
     out = tmp_path / "run"
     assert cli(["pipeline", "--dataset", f"npz:{tmp_path / 'missing.npz'}", "--output", str(out)]) == 2
     assert not out.exists()
+
+
+def test_summary_rows_show_params_and_macs():
+    from toolchain.pipeline import summary_rows
+
+    s = {"model": "m", "dataset": "digits", "epochs_run": 1, "samples": 10, "float_accuracy": 0.9,
+         "int8_accuracy": 0.9, "accuracy_drop_pp": 0.0, "agreement": 1.0, "params": 1234, "macs": 56789,
+         "keras_bytes": 10, "int8_tflite_bytes": 5, "arena_bytes": 64, "arena_recorded_bytes": 60,
+         "latency_ms": {"keras_median": 1.0, "int8_median": 0.5, "speedup": 2.0}, "passed": True, "checks": []}
+    assert ("params / MACs", "1,234 / 56,789") in summary_rows(s)

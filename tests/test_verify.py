@@ -197,6 +197,27 @@ def test_usage_errors_exit_2_and_write_nothing(models_dir, tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+def test_bad_reference_and_options_fail_before_any_evaluation(models_dir, tmp_path, capsys):
+    """A corrupt reference / unwritable baseline / nonsense sample count: one error line, no progress, nothing left."""
+    cand = str(models_dir / "good_int8.tflite")
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"\x00" * 64)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert cli(["verify", "-c", cand, "-r", str(corrupt), "-o", str(tmp_path / "a")]) == 2
+    assert cli(["verify", "-c", cand, "-o", str(tmp_path / "b"), "--layer-debug-samples", "0"]) == 2
+    assert cli(["verify", "-c", cand, "-o", str(tmp_path / "c"), "--write-baseline",
+                str(blocker / "sub" / "base.json")]) == 2
+    assert cli(["verify", "-c", cand, "-o", str(blocker / "sub" / "out")]) == 2
+    cap = capsys.readouterr()
+    lines = [line for line in cap.err.splitlines() if line.strip()]
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines), cap.err
+    assert "evaluating" not in cap.err + cap.out  # rejected before the candidate was evaluated
+    assert "--write-baseline=" in lines[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "corrupt.tflite"]
+
+
 def test_metric_functions_against_hand_computed_values():
     r = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     c = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.3, 0.3, 0.4]])

@@ -95,6 +95,9 @@ def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None =
     if not path.is_file():
         raise ModelError("model file not found", received=str(path))
     if runtime in ("c-host", "qemu-m4"):
+        if threads is not None:
+            raise UsageError("--threads applies to interpreter runtimes, not to the single-threaded C engine",
+                             received=f"--threads {threads} --runtime {runtime}")
         return bench_c(path, runtime, runs, dataset)
 
     from toolchain.runtime import open_runtime, peak_rss_bytes
@@ -154,7 +157,7 @@ def bench_c(path: Path, runtime: str, runs: int, dataset: str | None) -> dict[st
 
         runner = open_runtime(path)
         x, _ = _inputs_for(runner, dataset, min(runs, 16))
-        inputs = [x[i:i + 1] for i in range(len(x))]
+        inputs = [x[i % len(x):i % len(x) + 1] for i in range(runs)]  # up to 16 distinct samples, --runs runs
     result = dict(run_c_bench(path, runtime, runs=runs, inputs=inputs))
     result.setdefault("runtime", runtime)
     result.setdefault("model", str(path))
@@ -184,6 +187,9 @@ def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         for k, v in result.items():
             if k in ("model", "size_bytes", "runtime", "host") or v is None or isinstance(v, (dict, list)):
+                continue
+            if k == "latency_ms" and isinstance(v, (int, float)):
+                rows.append(("latency mean (wall clock)", f"{v:.4f} ms"))
                 continue
             if isinstance(v, float):
                 v = f"{v:.6g}"

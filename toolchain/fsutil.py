@@ -19,35 +19,52 @@ from typing import Any, Iterator
 from toolchain.errors import OutputExistsError, UsageError
 
 
-def check_output_file(path: str | os.PathLike, force: bool) -> Path:
-    """Validate an output file path before any work is done."""
+def check_output_file(path: str | os.PathLike, force: bool, option: str = "--output") -> Path:
+    """Validate an output file path before any work is done (``option`` names it in error messages)."""
     p = Path(path)
     if p.exists() and p.is_dir():
-        raise UsageError("output path is a directory, expected a file", received=f"--output={p}")
+        raise UsageError("output path is a directory, expected a file", received=f"{option}={p}")
     if p.exists() and not force:
-        raise OutputExistsError("output file already exists; pass --force to overwrite it", received=f"--output={p}")
+        raise OutputExistsError("output file already exists; pass --force to overwrite it", received=f"{option}={p}")
     parent = p.parent if str(p.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
-        raise UsageError("output folder is not a directory", received=f"--output={p}")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UsageError("output folder is not writable", received=f"--output={p}")
+        raise UsageError("output folder is not a directory", received=f"{option}={p}")
+    if not _can_create_in(_nearest_existing(parent)):
+        raise UsageError("output folder is not writable", received=f"{option}={p}")
     return p
 
 
-def check_output_dir(path: str | os.PathLike, force: bool) -> Path:
-    """Validate an output directory path before any work is done."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UsageError("output path exists and is not a directory", received=f"--output={p}")
-    if p.exists() and any(p.iterdir()) and not force:
-        raise OutputExistsError("output directory already exists and is not empty; pass --force to replace it",
-                                received=f"--output={p}")
-    parent = p.resolve().parent
-    probe = parent
+def _nearest_existing(path: Path) -> Path:
+    probe = path.resolve()
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UsageError("output directory is not writable", received=f"--output={p}")
+    return probe
+
+
+def _can_create_in(folder: Path) -> bool:
+    """True when a file can really be created in ``folder`` (os.access is wrong for root and for /proc, /sys)."""
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        return False
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".toolchain-probe.", suffix=".tmp", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return True
+
+
+def check_output_dir(path: str | os.PathLike, force: bool, option: str = "--output") -> Path:
+    """Validate an output directory path before any work is done (``option`` names it in error messages)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError("output path exists and is not a directory", received=f"{option}={p}")
+    if p.exists() and any(p.iterdir()) and not force:
+        raise OutputExistsError("output directory already exists and is not empty; pass --force to replace it",
+                                received=f"{option}={p}")
+    if not _can_create_in(_nearest_existing(p.resolve().parent)):
+        raise UsageError("output directory is not writable", received=f"{option}={p}")
     return p
 
 
@@ -60,8 +77,11 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write via a temp file + rename; the file gets the usual permissions (0666 & ~umask), not mkstemp's 0600."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise UsageError("cannot write the output file", received=f"{p}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -100,8 +120,11 @@ def _json_default(o: Any) -> Any:
 def output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Build a directory atomically: yields a temp dir; on success it becomes ``path``."""
     final = check_output_dir(path, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        raise UsageError("cannot create the output directory", received=f"{final}: {exc.strerror or exc}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
     try:
         yield tmp

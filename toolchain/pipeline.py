@@ -147,7 +147,8 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
         "int8_accuracy": report["candidate"]["accuracy"],
         "accuracy_drop_pp": report["accuracy_drop_pp"],
         "agreement": (report.get("comparison") or {}).get("agreement"),
-        "params": artifacts["train"].get("params"),
+        "params": artifacts["export"].get("params", artifacts["train"].get("params")),
+        "macs": artifacts["export"].get("macs"),
         "keras_bytes": report["reference"]["size_bytes"],
         "int8_tflite_bytes": report["candidate"]["size_bytes"],
         "arena_bytes": artifacts["export"]["arena"]["recommended_bytes"],
@@ -175,6 +176,7 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("int8 accuracy", pct(s["int8_accuracy"])),
         ("accuracy drop", "–" if s["accuracy_drop_pp"] is None else f"{s['accuracy_drop_pp']:+.2f} pp"),
         ("agreement", pct(s["agreement"])),
+        ("params / MACs", f"{s['params']:,} / {s['macs']:,}" if s.get("macs") is not None else "–"),
         ("size .keras / int8", f"{s['keras_bytes']:,} B / {s['int8_tflite_bytes']:,} B"),
         ("TFLM arena", f"{s['arena_bytes']:,} B (recorded {s['arena_recorded_bytes']:,} B)"),
         ("latency Keras / int8", f"{lat['keras_median']:.3f} ms / {lat['int8_median']:.4f} ms (median, "

@@ -91,6 +91,8 @@ class VerifyOptions:
             raise UsageError("--threads must be >= 1", received=self.threads)
         if self.top_k < 1:
             raise UsageError("--top-k must be >= 1", received=self.top_k)
+        if self.layer_debug_samples < 1:
+            raise UsageError("--layer-debug-samples must be >= 1", received=self.layer_debug_samples)
         if self.latency_runs < 1 or self.latency_warmup < 0:
             raise UsageError("--runs must be >= 1 and --warmup >= 0",
                              received=f"runs={self.latency_runs}, warmup={self.latency_warmup}")
@@ -510,6 +512,13 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
 
     cand = open_runtime(cand_path, runtime=options.runtime, threads=options.threads)
     input_shape = cand.input_shape
+    ref = None
+    if ref_path is not None:  # open (and so validate) the reference before any evaluation work
+        ref_runtime = "keras" if _model_kind(ref_path) == "keras" else options.runtime
+        ref = open_runtime(ref_path, runtime=ref_runtime, threads=options.threads)
+        if tuple(ref.input_shape[1:]) != tuple(input_shape[1:]):
+            raise ModelError("reference and candidate have different input shapes",
+                             received=f"{ref.input_shape} vs {input_shape}")
     data = load_eval_data(options, [cand_meta, ref_meta], input_shape)
     x, y = data["x"], data["y"]
     log.info("evaluating %d %s samples of %s", len(y), data["split"], data["spec"])
@@ -520,15 +529,9 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
                      quantization=(cand_meta or {}).get("quantization"))
     log.info("candidate %s: %.2f s (%s)", cand.name, t_cand, cand.batch_mode)
 
-    ref = None
     y_ref = None
     ref_info = None
-    if ref_path is not None:
-        ref_runtime = "keras" if _model_kind(ref_path) == "keras" else options.runtime
-        ref = open_runtime(ref_path, runtime=ref_runtime, threads=options.threads)
-        if tuple(ref.input_shape[1:]) != tuple(input_shape[1:]):
-            raise ModelError("reference and candidate have different input shapes",
-                             received=f"{ref.input_shape} vs {input_shape}")
+    if ref is not None:
         y_ref, t_ref = _evaluate(ref, x, max(options.batch_size, 1024) if ref.name == "keras" else options.batch_size)
         ref_info = _model_info(ref_path, ref)
         ref_info.update(eval_seconds=t_ref, eval_mode=ref.batch_mode)

@@ -232,6 +232,14 @@ class _Builder:
         self.consts.append(_array("int8_t", wn, arr.astype(np.int64), 24))
         return wn
 
+    def dw3x3_weights(self, arr: np.ndarray) -> str:
+        """3x3 depthwise weights [1,3,3,C] as int32 words [C][3][2]: int16 pairs (w0, w1), (w2, 0) per kernel row."""
+        w = np.transpose(arr.reshape(3, 3, -1).astype(np.int64), (2, 0, 1)) & 0xFFFF  # [C][ky][kx] as uint16
+        words = np.stack([w[:, :, 0] | (w[:, :, 1] << 16), w[:, :, 2]], axis=-1)
+        wn = self.const_name("weights")
+        self.consts.append(_array("int32_t", wn, words.astype(np.uint32).view(np.int32), 12))
+        return wn
+
     # -- operators -----------------------------------------------------------------------------------------
     def conv_like(self, op, depthwise: bool) -> None:
         x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
@@ -267,6 +275,8 @@ class _Builder:
         warr = np.asarray(tw.data, dtype=np.int8)
         as_conv = (not depthwise) or ic == 1
         dm = oc // ic if depthwise else 1
+        dw3x3 = (depthwise and not as_conv and (kh, kw, sh, sw, dh, dw, dm) == (3, 3, 1, 1, 1, 1, 1)
+                 and ic % 4 == 0 and pad_t <= 1 and pad_l <= 1)
         k = kh * kw * (1 if depthwise else ic)
         kp = (k + 3) // 4 * 4
         if as_conv:
@@ -283,6 +293,8 @@ class _Builder:
                 w2d = padded.reshape(oc, kh * rowp)
                 kp = kh * rowp
             wn = self.weights(interleave_rows(w2d))
+        elif dw3x3:
+            wn = f"(const int8_t *){self.dw3x3_weights(warr)}"
         else:
             if kh > 16:
                 raise ExportError("DEPTHWISE_CONV_2D kernels taller than 16 are not supported", received=f"{kh}")
@@ -296,6 +308,10 @@ class _Builder:
                 scratch += 2 * kp  # int16 row buffer of the generic im2col (border pixels)
             if (kh, kw) == (1, 1) and same_geometry and pad_t == 0 and pad_l == 0 and oc <= ic \
                     and self.can_overwrite(op, x):
+                inplace = 1
+        elif dw3x3:
+            scratch = 3 * ic * (ow + 3) * 2  # ring of three int16 channel-major input rows
+            if same_geometry and self.can_overwrite(op, x):
                 inplace = 1
         else:
             if same_geometry and dh == 1 and dw == 1 and dm == 1 and self.can_overwrite(op, x):
@@ -311,6 +327,8 @@ class _Builder:
         macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
         if as_conv:
             body = f"ce_conv2d_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)}, (int16_t *)(void *)@S@);"
+        elif dw3x3:
+            body = f"ce_depthwise3x3_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)}, (int16_t *)(void *)@S@);"
         else:
             body = f"ce_depthwise_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)}, @S@);"
         if inplace:

@@ -43,7 +43,7 @@ def bench_cmd(
     from toolchain.fsutil import atomic_write_json, check_output_file
 
     if json_out is not None:
-        check_output_file(json_out, force)
+        check_output_file(json_out, force, option="--json")
     result = bench(model, runtime=runtime, threads=threads, runs=runs, warmup=warmup, dataset=dataset)
     rows = format_bench(result)
     w = max(len(a) for a, _ in rows)

@@ -94,6 +94,9 @@ def render_export_summary(manifest: dict, output: Path) -> list[str]:
     for f in manifest["files"]:
         lines.append(f"  {f['name']:<48} {f['bytes']:>10,} B")
     lines.append(f"operators ({manifest['op_resolver']['count']}): {', '.join(manifest['operators'])}")
+    if manifest.get("params") is not None:
+        lines.append(f"params {manifest['params']:,}, MACs {manifest['macs']:,}, peak activations "
+                     f"{manifest['peak_activation_bytes']:,} B (computed from the model, as `toolchain inspect`)")
     lines.append(f"tensor arena: recorded {a['recorded_bytes']:,} B, smallest that allocates "
                  f"{a['smallest_allocating_bytes']:,} B, +{a['margin_pct']:g} % -> recommended "
                  f"{a['recommended_bytes']:,} B ({'proven: allocates and runs' if a['proven'] else 'NOT proven'})")

@@ -28,7 +28,8 @@ def verify_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Interpreter threads (default: runtime's)."),
     runs: int = typer.Option(100, "--runs", help="Timed single-sample inferences per model."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up inferences per model."),
-    top_k: int = typer.Option(3, "--top-k", help="Also report top-k accuracy (k < classes; top-5 too)."),
+    top_k: int = typer.Option(3, "--top-k", help="Also report top-k accuracy (and top-5); a k >= the number of "
+                                                    "classes is left out of the report."),
     max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop",
                                             help="Gate: reference - candidate accuracy, percentage points."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
@@ -78,7 +79,7 @@ def verify_cmd(
     options.validate()
     check_output_dir(output, force)
     if write_baseline is not None:
-        check_output_file(write_baseline, force)
+        check_output_file(write_baseline, force, option="--write-baseline")
     report = verify(reference, candidate, options)
     with output_dir(output, force) as tmp:
         write_reports(report, tmp, plots=plots)

@@ -24,6 +24,14 @@ static inline int32_t ce_sxtab16_ror8(int32_t a, int32_t x)
 static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc) { return __smlad(a, b, acc); }
 static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return __smlabb(a, b, acc); }
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return __smlatt(a, b, acc); }
+static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return __smlatb(a, b, acc); }
+static inline int32_t ce_ssat8(int32_t x) { return __ssat(x, 8); }
+/* high word of x * m + ((int64_t)hi << 32 | lo): one SMLAL */
+static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
+{
+    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(x), "r"(m));
+    return hi;
+}
 #else
 /* Portable C99 equivalents of the same instructions: identical results on any target. */
 static inline int32_t ce_lo16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x & 0xFFFFu); }
@@ -53,6 +61,12 @@ static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc)
 }
 static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_lo16(b); }
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_hi16(b); }
+static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_lo16(b); }
+static inline int32_t ce_ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
+static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
+{
+    return (int32_t)(((int64_t)x * m + (int64_t)(((uint64_t)(uint32_t)hi << 32) | lo)) >> 32);
+}
 #endif
 
 #if defined(__GNUC__)
@@ -102,16 +116,28 @@ static inline int32_t ce_mbqm(int32_t x, int32_t multiplier, int32_t shift)
 #endif
 }
 
-/* LiteRT's optimised (ruy/x86) output stage: rounding doubling high multiply, then a rounding right shift
- * with ties towards +inf. Used by CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED on LiteRT's builtin kernels.
- * Multipliers are never negative (generator), so the doubling high multiply cannot saturate. */
+/* LiteRT's optimised (ruy/x86) output stage: rounding doubling high multiply hm = (x * m + 2^30) >> 31, then a
+ * rounding right shift with ties towards +inf, (hm + 2^(r-1)) >> r. Used by CONV_2D, DEPTHWISE_CONV_2D and
+ * FULLY_CONNECTED on LiteRT's builtin kernels. Multipliers are never negative (generator), so the doubling high
+ * multiply cannot saturate. Both roundings fold into one 64-bit multiply-accumulate (SMLAL on Cortex-M):
+ *   (((x * m + 2^30) >> 31) + 2^(r-1)) >> r == (x * m + 2^30 + 2^(30+r)) >> (31 + r) == hi32(x * m + R) >> (r - 1)
+ * with R = 2^30 + 2^(30+r) (nested floor divisions by powers of two), for every x with |x| < 2^30 (where
+ * hm + 2^(r-1) cannot wrap in 32 bits; accumulators of int8 dot products stay far below). */
+static inline uint32_t ce_up_round_lo(int32_t r) { return r == 1 ? 0xC0000000u : 0x40000000u; }
+static inline int32_t ce_up_round_hi(int32_t r) { return (int32_t)(((uint32_t)1 << r) >> 2); }
+
 static inline int32_t ce_mbqm_up(int32_t x, int32_t multiplier, int32_t shift)
 {
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = left - shift;
-    const int32_t xs = (int32_t)((uint32_t)x << left);
-    const int32_t hm = (int32_t)(((int64_t)xs * multiplier + ((int64_t)1 << 30)) >> 31);
-    return (int32_t)((uint32_t)hm + (((uint32_t)1 << right) >> 1)) >> right;
+    if (shift < 0) {
+        return ce_smlal_hi(x, multiplier, ce_up_round_lo(-shift), ce_up_round_hi(-shift)) >> (-shift - 1);
+    }
+    return (int32_t)(((int64_t)(int32_t)((uint32_t)x << shift) * multiplier + ((int64_t)1 << 30)) >> 31);
+}
+
+static inline int32_t ce_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
 }
 
 int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift)
@@ -124,10 +150,7 @@ int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t sh
 #endif
 static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_t off, int32_t lo, int32_t hi)
 {
-    int32_t v = CE_REQUANT_MBQM(acc, mult, shift) + off;
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    return (int8_t)v;
+    return (int8_t)ce_clamp(CE_REQUANT_MBQM(acc, mult, shift) + off, lo, hi);
 }
 
 
@@ -135,19 +158,25 @@ static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_
 static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int32_t shift, int32_t off,
                                    int32_t lo, int32_t hi, int8_t *dst0, int8_t *dst1)
 {
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = left - shift;
-    const uint32_t rnd = ((uint32_t)1 << right) >> 1;
-    const int32_t x0 = (int32_t)((uint32_t)acc0 << left);
-    const int32_t x1 = (int32_t)((uint32_t)acc1 << left);
-    int32_t v0 = (int32_t)(((int64_t)x0 * mult + ((int64_t)1 << 30)) >> 31);
-    int32_t v1 = (int32_t)(((int64_t)x1 * mult + ((int64_t)1 << 30)) >> 31);
-    v0 = ((int32_t)((uint32_t)v0 + rnd) >> right) + off;
-    v1 = ((int32_t)((uint32_t)v1 + rnd) >> right) + off;
-    v0 = v0 < lo ? lo : v0;
-    v0 = v0 > hi ? hi : v0;
-    v1 = v1 < lo ? lo : v1;
-    v1 = v1 > hi ? hi : v1;
+    int32_t v0, v1;
+    if (shift < 0) {
+        const int32_t r = -shift;
+        const uint32_t rlo = ce_up_round_lo(r);
+        const int32_t rhi = ce_up_round_hi(r);
+        v0 = (ce_smlal_hi(acc0, mult, rlo, rhi) >> (r - 1)) + off;
+        v1 = (ce_smlal_hi(acc1, mult, rlo, rhi) >> (r - 1)) + off;
+    } else {
+        v0 = ce_mbqm_up(acc0, mult, shift) + off;
+        v1 = ce_mbqm_up(acc1, mult, shift) + off;
+    }
+    if (lo == -128 && hi == 127) {
+        /* the whole int8 range (no fused activation, or RELU with output zero point -128): SSAT */
+        v0 = ce_ssat8(v0);
+        v1 = ce_ssat8(v1);
+    } else {
+        v0 = ce_clamp(v0, lo, hi);
+        v1 = ce_clamp(v1, lo, hi);
+    }
     *dst0 = (int8_t)v0;
     *dst1 = (int8_t)v1;
 }
@@ -247,19 +276,37 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
                 }
                 continue;
             }
-            for (j = 0; j < rowp; ++j) {
-                nat[j] = 0;
+            if (iy < 0 || iy >= p->in_h) {
+                for (g = 0; g < rowp; g += 4) {
+                    dst[0] = 0;
+                    dst[1] = 0;
+                    dst += gstride;
+                }
+                continue;
             }
-            if (iy >= 0 && iy < p->in_h) {
+            {
+                /* row partly outside the input: the taps kx0 <= kx < kx1 are inside, the others are zero */
                 const int8_t *srow = in + iy * p->in_w * ic;
-                for (kx = 0; kx < p->k_w; ++kx) {
-                    const int32_t ix = ix0 + kx * p->dil_w;
+                int32_t kx0 = 0, kx1 = p->k_w;
+                while (kx0 < kx1 && ix0 + kx0 * p->dil_w < 0) {
+                    ++kx0;
+                }
+                while (kx1 > kx0 && ix0 + (kx1 - 1) * p->dil_w >= p->in_w) {
+                    --kx1;
+                }
+                for (j = 0; j < kx0 * ic; ++j) {
+                    nat[j] = 0;
+                }
+                for (kx = kx0; kx < kx1; ++kx) {
+                    const int8_t *src = srow + (ix0 + kx * p->dil_w) * ic;
+                    int16_t *d = nat + kx * ic;
                     int32_t c;
-                    if (ix >= 0 && ix < p->in_w) {
-                        for (c = 0; c < ic; ++c) {
-                            nat[kx * ic + c] = (int16_t)(srow[ix * ic + c] + p->in_offset);
-                        }
+                    for (c = 0; c < ic; ++c) {
+                        d[c] = (int16_t)(src[c] + p->in_offset);
                     }
+                }
+                for (j = kx1 * ic; j < rowp; ++j) {
+                    nat[j] = 0;
                 }
             }
             for (g = 0; g < rowp; g += 4) {
@@ -393,6 +440,8 @@ void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_
     int32_t *col = (int32_t *)(void *)scratch;              /* two interleaved im2col columns */
     int16_t *nat = (int16_t *)(void *)(col + p->k_padded); /* used when in_c % 4 != 0 */
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t *bias = p->bias, *mult = p->mult;
+    const int8_t *shift = p->shift;
     int32_t pix;
     for (pix = 0; pix < npix; pix += 2) {
         int8_t *out0 = out + pix * oc_n;
@@ -403,12 +452,12 @@ void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_
             ce_im2col(p, in, pix + 1, col + 2, 4, nat);
             for (oc = 0; oc + 1 < oc_n; oc += 2) {
                 int32_t acc[4];
-                acc[0] = acc[1] = p->bias[oc];
-                acc[2] = acc[3] = p->bias[oc + 1];
+                acc[0] = acc[1] = bias[oc];
+                acc[2] = acc[3] = bias[oc + 1];
                 ce_dot_2x2(p->weights + oc * p->k_padded, col, groups, acc);
-                ce_requant_pair(acc[0], acc[1], p->mult[oc], p->shift[oc], out_off, act_min, act_max, out0 + oc,
+                ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,
                                 out1 + oc);
-                ce_requant_pair(acc[2], acc[3], p->mult[oc + 1], p->shift[oc + 1], out_off, act_min, act_max,
+                ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max,
                                 out0 + oc + 1, out1 + oc + 1);
             }
             if (oc < oc_n) {
@@ -536,6 +585,103 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
                 ce_copy_s8(in + oy * row_bytes, ring + (oy % p->pad_t) * row_bytes, row_bytes);
             }
             ce_copy_s8(tmp, out + oy * out_row_bytes, out_row_bytes);
+        }
+    }
+}
+
+/* ---- DEPTHWISE_CONV_2D 3x3, stride 1, depth multiplier 1, channels a multiple of 4 ------------ */
+/* Input rows are staged channel-major as int16 with the input offset added (padding = 0), in a ring of three
+ * rows: slot[c][pw], pw = out_w + 3, input column ix at pw index ix + pad_l. A word read at pw index i then holds
+ * the pair (x[i], x[i+1]) of one channel, so one SMLAD applies two taps of a kernel row. Weights: per channel and
+ * kernel row two int32 words, (w0, w1) and (w2, 0) as int16 pairs. Two output pixels per step share their loads:
+ * pixel i = SMLAD((x[i], x[i+1]), (w0, w1)) + x[i+2] * w2, pixel i+1 = SMLAD((x[i+1], x[i+2]), (w0, w1)) +
+ * x[i+3] * w2. In place (out == in) is safe: every input row is staged before the output row that overwrites it. */
+
+static void ce_dw3_stage(const ce_conv_params *p, const int8_t *in, int16_t *slot, int32_t pw, int32_t iy)
+{
+    const int32_t ch = p->in_c;
+    int32_t x, c;
+    if (iy < 0 || iy >= p->in_h) {
+        for (c = 0; c < ch * pw; ++c) {
+            slot[c] = 0;
+        }
+        return;
+    }
+    {
+        const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+        const int8_t *src = in + iy * p->in_w * ch;
+        for (x = 0; x < p->in_w; ++x) {
+            int16_t *dst = slot + x + p->pad_l;
+            for (c = 0; c < ch; c += 4) {
+                const int32_t v = ce_rd32(src);
+                const int32_t x02 = ce_sxtab16(off2, v), x13 = ce_sxtab16_ror8(off2, v);
+                src += 4;
+                dst[0] = (int16_t)x02;
+                dst[pw] = (int16_t)x13;
+                dst[2 * pw] = (int16_t)(x02 >> 16);
+                dst[3 * pw] = (int16_t)(x13 >> 16);
+                dst += 4 * pw;
+            }
+        }
+    }
+}
+
+void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    const int32_t ch = p->in_c;
+    const int32_t ow = p->out_w;
+    const int32_t pw = ow + 3;
+    const int32_t slot_len = ch * pw;
+    const int32_t *wts = (const int32_t *)(const void *)p->weights;
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    int32_t oy, ox, c, i;
+    for (i = 0; i < 3 * slot_len; ++i) {
+        scratch[i] = 0;
+    }
+    ce_dw3_stage(p, in, scratch, pw, -p->pad_t);
+    ce_dw3_stage(p, in, scratch + slot_len, pw, 1 - p->pad_t);
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int16_t *r0 = scratch + (oy % 3) * slot_len;
+        const int16_t *r1 = scratch + ((oy + 1) % 3) * slot_len;
+        const int16_t *r2 = scratch + ((oy + 2) % 3) * slot_len;
+        int8_t *dst_row = out + oy * ow * ch;
+        ce_dw3_stage(p, in, scratch + ((oy + 2) % 3) * slot_len, pw, oy + 2 - p->pad_t);
+        for (c = 0; c < ch; ++c) {
+            const int32_t *w = wts + 6 * c;
+            const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+            const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
+            const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
+            int8_t *dst = dst_row + c;
+            for (ox = 0; ox + 1 < ow; ox += 2) {
+                int32_t a = bias, b = bias, v;
+                v = ce_rd32(x0 + ox + 2);
+                a = ce_smlad(ce_rd32(x0 + ox), w0, a);
+                b = ce_smlad(ce_rd32(x0 + ox + 1), w0, b);
+                a = ce_smlabb(v, w1, a);
+                b = ce_smlatb(v, w1, b);
+                v = ce_rd32(x1 + ox + 2);
+                a = ce_smlad(ce_rd32(x1 + ox), w2, a);
+                b = ce_smlad(ce_rd32(x1 + ox + 1), w2, b);
+                a = ce_smlabb(v, w3, a);
+                b = ce_smlatb(v, w3, b);
+                v = ce_rd32(x2 + ox + 2);
+                a = ce_smlad(ce_rd32(x2 + ox), w4, a);
+                b = ce_smlad(ce_rd32(x2 + ox + 1), w4, b);
+                a = ce_smlabb(v, w5, a);
+                b = ce_smlatb(v, w5, b);
+                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
+                dst += 2 * ch;
+            }
+            if (ox < ow) {
+                int32_t a = bias;
+                a = ce_smlad(ce_rd32(x0 + ox), w0, a);
+                a = ce_smlabb(ce_rd32(x0 + ox + 2), w1, a);
+                a = ce_smlad(ce_rd32(x1 + ox), w2, a);
+                a = ce_smlabb(ce_rd32(x1 + ox + 2), w3, a);
+                a = ce_smlad(ce_rd32(x2 + ox), w4, a);
+                a = ce_smlabb(ce_rd32(x2 + ox + 2), w5, a);
+                *dst = ce_requant(a, mult, shift, out_off, act_min, act_max);
+            }
         }
     }
 }

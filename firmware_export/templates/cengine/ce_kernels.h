@@ -4,8 +4,13 @@
  * SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, ADD with left shift 20, float-table SOFTMAX
  * as LiteRT's builtin x86 kernel), so outputs are bit-identical to LiteRT's reference interpreter.
  *
+ * The output stage of CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED folds LiteRT's two roundings into one 64-bit
+ * multiply-accumulate (SMLAL); pairs of outputs are clamped with SSAT when the activation range is all of int8.
+ * 3x3 stride-1 depthwise convolutions have their own kernel (ce_depthwise3x3_s8: int16 channel-major row ring,
+ * one SMLAD per two taps).
+ *
  * One algorithm, two implementations of its SIMD primitives, both bit-exact:
- *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SXTB16/SXTAB16/SMLAD intrinsics and an SMLAD inline-assembly
+ *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SXTB16/SXTAB16/SMLAD/SMLAL/SSAT intrinsics and an SMLAD inline-assembly
  *     inner loop (2 output channels x 2 output pixels over an int16 im2col column);
  *   - portable C99 equivalents of the same instructions for any other target (host tests run this path).
  * Define CE_NO_DSP to force the portable path on a DSP-capable core, CE_NO_ASM to keep the DSP intrinsics but
@@ -27,7 +32,8 @@ typedef struct {
     int16_t inplace;          /* output overwrites the input buffer (planner decision) */
     int16_t in_offset, out_offset, act_min, act_max;
     int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 */
-    const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c] */
+    const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c];
+                             * dw 3x3 stride 1: int32 words [out_c][3][2] (see ce_depthwise3x3_s8) */
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
     const int8_t *shift;    /* [out_c] */
@@ -77,6 +83,7 @@ int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t sh
 
 void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
+void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out);
 void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
