@@ -153,10 +153,14 @@ NOTES = """## Notes
   depthwise output), the arena cannot go below their sum without tiling convolutions spatially, which this engine
   does not do; those models miss the 0.5x target.
 - MACs/instruction: convolutions run an SMLAD inner loop over 2 output channels x 2 output pixels
-  (1.0 MAC/instruction in the loop), but every output value also pays a bit-exact TFLite requantisation
-  (64-bit multiply-high + rounding shift + clamp, about 15 instructions) and the im2col of its patch. Models with small
-  reductions per output (DS-CNN: 3x3 depthwise with 9 MACs per output, 1x1 convolutions with 64) are dominated by that
-  per-output work and stay well below 0.7; ResNet-8 (reductions of 144-576) gets closest.
+  (about 1 MAC/instruction in the loop); 3x3 stride-1 depthwise convolutions stage their input rows channel-major as
+  int16 (a ring of three rows), so that one SMLAD applies two taps and two output pixels share their loads. Every
+  output value also pays the bit-exact TFLite requantisation; its two roundings are folded into one SMLAL with a
+  64-bit rounding constant (checked against the two-step definition on 12 M random values in the tests) and pairs of
+  outputs are clamped with SSAT, about 10 instructions per output. Models with small reductions per output (DS-CNN:
+  9 MACs per depthwise output, 64 per pointwise output, 40 in its first convolution whose single input channel also
+  makes the im2col costly) remain dominated by that per-output work and stay below 0.7; ResNet-8 (reductions of
+  144-576) reaches it.
 - Flash: weights stay int8 (rows zero-padded to a multiple of 4 only where a kernel row is not) and the requantisation
   constants are int32 multipliers + int8 shifts, so the engine costs the weights plus 5-9 KB (code, biases,
   multipliers, per-layer parameters, softmax table) instead of TFLM's flatbuffer metadata + 9.7 KB core. For models

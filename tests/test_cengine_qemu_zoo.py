@@ -19,6 +19,9 @@ pytestmark = [
                        reason="needs arm-none-eabi-gcc and qemu-system-arm"),
 ]
 
+# Golden inputs live in the firmware image (4 MB of flash on MPS2 AN386): a 200x200x3 model gets its 100 inputs in
+# five firmware runs of 20 different inputs each.
+BATCHES = {"seed000_face": 5}
 ZOO_CLASSIFIERS = ["seed000_face", "seed001_basic_cnn", "seed002_keras_cnn", "seed003_fashion_cnn", "seed004_cs231n",
                    "resnet8", "ds_cnn", "mobilenet_v1_025"]
 
@@ -27,7 +30,11 @@ ZOO_CLASSIFIERS = ["seed000_face", "seed001_basic_cnn", "seed002_keras_cnn", "se
 @pytest.mark.parametrize("name", ZOO_CLASSIFIERS)
 def test_zoo_classifier_bit_exact_on_cortex_m4(name, tmp_path):
     model = quantise_random(name, tmp_path / f"{name}.tflite", seed=7)
-    res = run_c_bench(model, runtime="qemu-m4", runs=100, seed=5, timeout=1500)
-    assert res["runs"] == 100
-    assert res["outputs_match"], res.get("first_mismatch")
-    assert res["instructions_per_inference"] > 0
+    batches = BATCHES.get(name, 1)
+    runs = 0
+    for batch in range(batches):
+        res = run_c_bench(model, runtime="qemu-m4", runs=100 // batches, seed=5 + batch, timeout=1500)
+        assert res["outputs_match"], (batch, res.get("first_mismatch"))
+        assert res["instructions_per_inference"] > 0
+        runs += res["runs"]
+    assert runs == 100

@@ -173,3 +173,26 @@ def test_cli_unwritable_output_exit_2(tmp_path, capsys):
     code, _, err = run_cli(["pipeline", "--output", blocker / "run", "--epochs", "1"], capsys)
     assert code == 2 and err.startswith("error: output directory is not writable") and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_log_handler_hides_third_party_warnings_and_escapes_markup(capsys):
+    """TensorFlow's deprecation warnings are not shown as `warning:` lines unless --verbose; our warnings are,
+    verbatim (square brackets in a message are text, not rich markup)."""
+    import logging
+
+    from toolchain.cli.app import _RichStderrHandler, state
+
+    handler = _RichStderrHandler()
+    rec = lambda name, msg: logging.LogRecord(name, logging.WARNING, __file__, 1, msg, None, None)  # noqa: E731
+    state.verbose = False
+    handler.emit(rec("tensorflow", "Please consider providing the trackable_obj argument"))
+    handler.emit(rec("toolchain.verify", "shape [1, 28, 28, 1] vs [/bold] [red]x"))
+    err = capsys.readouterr().err
+    assert "trackable_obj" not in err
+    assert "warning: shape [1, 28, 28, 1] vs [/bold] [red]x" in err
+    state.verbose = True
+    try:
+        handler.emit(rec("tensorflow", "Please consider providing the trackable_obj argument"))
+    finally:
+        state.verbose = False
+    assert "trackable_obj" in capsys.readouterr().err

@@ -170,3 +170,20 @@ def test_fixed_batch_flatten_model_is_evaluated_batched(tmp_path):
     assert runner.batch_mode == "batched(128)"
     loop = np.concatenate([runner.run(x[i:i + 1]) for i in range(300)])
     np.testing.assert_allclose(many, loop, rtol=1e-5, atol=1e-6)
+
+
+def test_threads_rejected_where_the_runtime_cannot_use_them(tmp_path):
+    """TFLM and Keras ignore a thread count; asking for one is an error, not a misleading `threads 2` figure."""
+    hello = need(HELLO)
+    with pytest.raises(UsageError, match="--threads"):
+        R.open_runtime(hello, runtime="tflm", threads=2)
+    assert R.open_runtime(hello, runtime="litert", threads=2).threads == 2
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(UsageError, match="--threads"):
+        R.open_runtime(bad, runtime="keras", threads=2)
+    # a corrupt .keras is named as such (before Keras is imported), not reported as "file not found"
+    with pytest.raises(ModelError, match="not a valid .keras file"):
+        R.check_keras_file(bad)
+    with pytest.raises(ModelError, match="not a valid .keras file"):
+        R.open_runtime(bad, runtime="keras")

@@ -228,3 +228,33 @@ def test_library_errors_are_typed(tmp_path, trained_seed001):
     with pytest.raises(ModelError, match="expected a Keras model"):
         train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(trained_seed001 / "history.json")))
     assert not (tmp_path / "x").exists()
+
+
+def test_batchnorm_statistics_are_reestimated_after_training():
+    """After training, a BN layer's moving mean/variance equal the NumPy statistics of its input over the
+    class-stratified draw of the training split (so short runs are not near chance at inference time)."""
+    import keras
+
+    from toolchain.data import calibration_indices
+    from toolchain.train import _reestimate_batchnorm
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 6, 6, 1), dtype=np.float32) * 3 + 1
+    y = np.repeat(np.arange(4), 50)
+    inp = keras.Input((6, 6, 1))
+    conv = keras.layers.Conv2D(3, 3, name="conv")(inp)
+    bn = keras.layers.BatchNormalization(name="bn")(conv)
+    out = keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(keras.layers.ReLU()(bn)))
+    net = keras.Model(inp, out)
+
+    layers, samples = _reestimate_batchnorm(net, x, y, seed=0)
+    assert (layers, samples) == (1, 200)
+    idx = np.sort(calibration_indices(y, 200, seed=0))
+    feats = keras.Model(inp, conv).predict(x[idx], verbose=0)
+    bn_layer = net.get_layer("bn")
+    np.testing.assert_allclose(bn_layer.moving_mean.numpy(), feats.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn_layer.moving_variance.numpy(), feats.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+    assert bn_layer.momentum == 0.99  # restored
+    # inference mode now reproduces training mode on the same batch
+    np.testing.assert_allclose(net(x[idx], training=False), net(x[idx], training=True), rtol=1e-4, atol=1e-5)

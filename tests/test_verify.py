@@ -210,12 +210,16 @@ def test_bad_reference_and_options_fail_before_any_evaluation(models_dir, tmp_pa
     assert cli(["verify", "-c", cand, "-o", str(tmp_path / "c"), "--write-baseline",
                 str(blocker / "sub" / "base.json")]) == 2
     assert cli(["verify", "-c", cand, "-o", str(blocker / "sub" / "out")]) == 2
+    bad_keras = tmp_path / "bad.keras"
+    bad_keras.write_bytes(b"not a zip archive")
+    assert cli(["verify", "-c", cand, "-r", str(bad_keras), "-o", str(tmp_path / "d")]) == 2
     cap = capsys.readouterr()
     lines = [line for line in cap.err.splitlines() if line.strip()]
-    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines), cap.err
+    assert len(lines) == 5 and all(line.startswith("error: ") for line in lines), cap.err
     assert "evaluating" not in cap.err + cap.out  # rejected before the candidate was evaluated
     assert "--write-baseline=" in lines[2]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "corrupt.tflite"]
+    assert "not a valid .keras file" in lines[4]  # not Keras' misleading "File not found"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.keras", "blocker", "corrupt.tflite"]
 
 
 def test_metric_functions_against_hand_computed_values():
@@ -235,3 +239,18 @@ def test_metric_functions_against_hand_computed_values():
     assert cm["confusion_matrix"] == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
     assert cm["per_class_accuracy"] == [1.0, 0.0, 1.0]
     assert cm["top_k_accuracy"] == {"2": 1.0}
+
+
+def test_summary_columns_align_without_a_reference(monkeypatch, capsys):
+    """Candidate-only (device) runs have a '–' reference column: the header must still line up."""
+    import toolchain.report as report_mod
+    from toolchain.cli.cmd_verify import render_summary
+
+    monkeypatch.setattr(report_mod, "_summary_rows",
+                        lambda r: [("model", "–", "m.tflite"), ("accuracy (top-1)", "–", "94.96 %")])
+    render_summary({"comparison": None, "accuracy_drop_pp": None, "checks": [],
+                    "layer_errors": {"status": "skipped", "reason": "needs a .keras reference"}})
+    lines = capsys.readouterr().out.splitlines()
+    col = lines[0].index("candidate")
+    assert lines[0].index("reference") < col
+    assert lines[1].index("m.tflite") == col and lines[2].index("94.96 %") == col

@@ -425,11 +425,22 @@ def _open_tflm(data: bytes, source: str) -> Runner:
                   output_details=out_det, reference_kernels=True, _invoke=invoke, _batched=None)
 
 
-def load_keras_model(path: str | os.PathLike):
-    """Load a ``.keras`` file (compile=False); imports Keras."""
+def check_keras_file(path: str | os.PathLike) -> Path:
+    """A ``.keras`` file that exists and is a zip archive, checked before importing Keras (whose message for a
+    non-zip file is a misleading "File not found")."""
+    import zipfile
+
     p = Path(path)
     if not p.is_file():
         raise ModelError("model file not found", received=str(p))
+    if p.suffix.lower() == ".keras" and not zipfile.is_zipfile(p):
+        raise ModelError("not a valid .keras file (expected a zip archive)", received=str(p))
+    return p
+
+
+def load_keras_model(path: str | os.PathLike):
+    """Load a ``.keras`` file (compile=False); imports Keras."""
+    p = check_keras_file(path)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import models  # noqa: F401  (registers the zoo's custom layers, if any)
@@ -503,6 +514,9 @@ def open_runtime(model_path: str | os.PathLike | bytes, runtime: str = "auto", t
     if threads is not None and int(threads) < 1:
         raise UsageError("threads must be >= 1", received=threads)
     name = resolve_runtime(model_path, runtime)
+    if threads is not None and name in ("keras", "tflm"):
+        raise UsageError(f"--threads applies to interpreter runtimes (litert, tflite-runtime, tensorflow), not to "
+                         f"{name}", received=f"--threads {threads} with runtime {name}")
     if name == "keras":
         return _open_keras(model_path)  # type: ignore[arg-type]
     data, source = _model_bytes(model_path)

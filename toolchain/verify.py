@@ -348,7 +348,7 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
     if not cfg["per_channel"]:
         converter._experimental_disable_per_channel = True
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), _quiet_c_stderr():
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
         debugger.run()
@@ -369,6 +369,31 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
     worst = sorted(layers, key=lambda r: -(r["rmse_over_scale"] or 0.0))[:5]
     return {"status": "ok", "reason": None, "samples": len(x_dbg), "calibration": cfg, "layers": layers,
             "worst": worst}
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr():
+    """Silence the converter's C-level stderr chatter (``fully_quantize: 0, inference_type: 6...``) unless debug
+    logging is on; Python exceptions still carry the errors."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreter): nothing to silence
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _fixed_batch_converter(model):
@@ -488,7 +513,8 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
            ) -> dict[str, Any]:
     """Run the verification and return the report dict (see the module docstring). Writes nothing."""
     from toolchain.metadata import load_any_metadata
-    from toolchain.runtime import open_runtime, resolve_runtime
+    from toolchain.runtime import check_keras_file, open_runtime, resolve_runtime
+    from toolchain.tflite_model import load_tflite
 
     options = options or VerifyOptions()
     options.validate()
@@ -502,8 +528,11 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
         ref_path = ref_path / "model.keras"
     if ref_path is not None and not ref_path.is_file():
         raise ModelError("reference model not found", received=str(ref_path))
-    if ref_path is not None:
-        _model_kind(ref_path)
+    if ref_path is not None and _model_kind(ref_path) == "tflite":
+        load_tflite(ref_path)  # corrupt / truncated -> ModelError before any runtime is opened
+    elif ref_path is not None:
+        check_keras_file(ref_path)
+    load_tflite(cand_path)
     resolve_runtime(cand_path, options.runtime)
     baseline = load_baseline(options.baseline) if options.baseline else None
 
@@ -515,7 +544,8 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
     ref = None
     if ref_path is not None:  # open (and so validate) the reference before any evaluation work
         ref_runtime = "keras" if _model_kind(ref_path) == "keras" else options.runtime
-        ref = open_runtime(ref_path, runtime=ref_runtime, threads=options.threads)
+        ref = open_runtime(ref_path, runtime=ref_runtime,  # Keras picks its own thread pool
+                           threads=None if ref_runtime == "keras" else options.threads)
         if tuple(ref.input_shape[1:]) != tuple(input_shape[1:]):
             raise ModelError("reference and candidate have different input shapes",
                              received=f"{ref.input_shape} vs {input_shape}")

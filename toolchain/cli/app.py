@@ -10,6 +10,7 @@ import logging
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import toolchain
 
@@ -58,10 +59,19 @@ def _root(
     )
 
 
+OUR_LOGGERS = ("toolchain", "firmware_export", "models")
+
+
 class _RichStderrHandler(logging.Handler):
+    """Our loggers: INFO and up (``warning:`` prefix from WARNING). Third-party loggers (TensorFlow, absl...) only
+    with ``--verbose``: their deprecation chatter is not about the user's model."""
+
     def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name.split(".")[0] in OUR_LOGGERS
+        if not (ours or state.verbose):
+            return
         msg = self.format(record)
         if record.levelno >= logging.WARNING:
-            err_console.print(f"[yellow]warning:[/yellow] {msg}", markup=True)
-        elif record.name.startswith("toolchain") or record.name.startswith("firmware_export") or state.verbose:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(msg)}", markup=True)
+        else:
             err_console.print(msg, markup=False)

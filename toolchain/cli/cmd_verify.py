@@ -103,7 +103,7 @@ def render_summary(report: dict) -> None:
 
     rows = _summary_rows(report)
     w = max(len(a) for a, _, _ in rows)
-    w2 = max(len(b) for _, b, _ in rows)
+    w2 = max([len("reference")] + [len(b) for _, b, _ in rows])  # the header must fit a '–' column too
     _out(f"{'':<{w}}  {'reference':<{w2}}  candidate")
     for a, b, c in rows:
         _out(f"{a:<{w}}  {b:<{w2}}  {c}")

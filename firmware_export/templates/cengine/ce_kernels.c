@@ -116,22 +116,16 @@ static inline int32_t ce_mbqm(int32_t x, int32_t multiplier, int32_t shift)
 #endif
 }
 
-/* LiteRT's optimised (ruy/x86) output stage: rounding doubling high multiply hm = (x * m + 2^30) >> 31, then a
- * rounding right shift with ties towards +inf, (hm + 2^(r-1)) >> r. Used by CONV_2D, DEPTHWISE_CONV_2D and
- * FULLY_CONNECTED on LiteRT's builtin kernels. Multipliers are never negative (generator), so the doubling high
- * multiply cannot saturate. Both roundings fold into one 64-bit multiply-accumulate (SMLAL on Cortex-M):
- *   (((x * m + 2^30) >> 31) + 2^(r-1)) >> r == (x * m + 2^30 + 2^(30+r)) >> (31 + r) == hi32(x * m + R) >> (r - 1)
- * with R = 2^30 + 2^(30+r) (nested floor divisions by powers of two), for every x with |x| < 2^30 (where
- * hm + 2^(r-1) cannot wrap in 32 bits; accumulators of int8 dot products stay far below). */
-static inline uint32_t ce_up_round_lo(int32_t r) { return r == 1 ? 0xC0000000u : 0x40000000u; }
-static inline int32_t ce_up_round_hi(int32_t r) { return (int32_t)(((uint32_t)1 << r) >> 2); }
-
+/* LiteRT's optimised (ruy/x86) output stage: rounding doubling high multiply, then a rounding right shift
+ * with ties towards +inf. Used by CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED on LiteRT's builtin kernels.
+ * Multipliers are never negative (generator), so the doubling high multiply cannot saturate. */
 static inline int32_t ce_mbqm_up(int32_t x, int32_t multiplier, int32_t shift)
 {
-    if (shift < 0) {
-        return ce_smlal_hi(x, multiplier, ce_up_round_lo(-shift), ce_up_round_hi(-shift)) >> (-shift - 1);
-    }
-    return (int32_t)(((int64_t)(int32_t)((uint32_t)x << shift) * multiplier + ((int64_t)1 << 30)) >> 31);
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = left - shift;
+    const int32_t xs = (int32_t)((uint32_t)x << left);
+    const int32_t hm = (int32_t)(((int64_t)xs * multiplier + ((int64_t)1 << 30)) >> 31);
+    return (int32_t)((uint32_t)hm + (((uint32_t)1 << right) >> 1)) >> right;
 }
 
 static inline int32_t ce_clamp(int32_t v, int32_t lo, int32_t hi)
@@ -154,15 +148,21 @@ static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_
 }
 
 
-/* requantise two accumulators of the same output channel (same multiplier) */
+/* requantise two accumulators of the same output channel (same multiplier), the hot output stage of the
+ * convolutions. For a right shift r = -shift >= 1 both roundings of ce_mbqm_up fold into one 64-bit
+ * multiply-accumulate (one SMLAL on Cortex-M) and an arithmetic shift of its high word:
+ *   (((x * m + 2^30) >> 31) + 2^(r-1)) >> r == (x * m + 2^30 + 2^(30+r)) >> (31 + r)
+ *                                           == hi32(x * m + 2^30 + 2^(30+r)) >> (r - 1)
+ * (nested floor divisions by powers of two), identical for |x| < 2^30, where ce_mbqm_up's 32-bit sum
+ * hm + 2^(r-1) cannot wrap; int8 dot-product accumulators stay far below. */
 static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int32_t shift, int32_t off,
                                    int32_t lo, int32_t hi, int8_t *dst0, int8_t *dst1)
 {
     int32_t v0, v1;
     if (shift < 0) {
         const int32_t r = -shift;
-        const uint32_t rlo = ce_up_round_lo(r);
-        const int32_t rhi = ce_up_round_hi(r);
+        const uint32_t rlo = r == 1 ? 0xC0000000u : 0x40000000u; /* 2^30, plus 2^(30+r) when r == 1 */
+        const int32_t rhi = (int32_t)(((uint32_t)1 << r) >> 2);   /* 2^(30+r) in the high word when r >= 2 */
         v0 = (ce_smlal_hi(acc0, mult, rlo, rhi) >> (r - 1)) + off;
         v1 = (ce_smlal_hi(acc1, mult, rlo, rhi) >> (r - 1)) + off;
     } else {
@@ -276,37 +276,19 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
                 }
                 continue;
             }
-            if (iy < 0 || iy >= p->in_h) {
-                for (g = 0; g < rowp; g += 4) {
-                    dst[0] = 0;
-                    dst[1] = 0;
-                    dst += gstride;
-                }
-                continue;
+            for (j = 0; j < rowp; ++j) {
+                nat[j] = 0;
             }
-            {
-                /* row partly outside the input: the taps kx0 <= kx < kx1 are inside, the others are zero */
+            if (iy >= 0 && iy < p->in_h) {
                 const int8_t *srow = in + iy * p->in_w * ic;
-                int32_t kx0 = 0, kx1 = p->k_w;
-                while (kx0 < kx1 && ix0 + kx0 * p->dil_w < 0) {
-                    ++kx0;
-                }
-                while (kx1 > kx0 && ix0 + (kx1 - 1) * p->dil_w >= p->in_w) {
-                    --kx1;
-                }
-                for (j = 0; j < kx0 * ic; ++j) {
-                    nat[j] = 0;
-                }
-                for (kx = kx0; kx < kx1; ++kx) {
-                    const int8_t *src = srow + (ix0 + kx * p->dil_w) * ic;
-                    int16_t *d = nat + kx * ic;
+                for (kx = 0; kx < p->k_w; ++kx) {
+                    const int32_t ix = ix0 + kx * p->dil_w;
                     int32_t c;
-                    for (c = 0; c < ic; ++c) {
-                        d[c] = (int16_t)(src[c] + p->in_offset);
+                    if (ix >= 0 && ix < p->in_w) {
+                        for (c = 0; c < ic; ++c) {
+                            nat[kx * ic + c] = (int16_t)(srow[ix * ic + c] + p->in_offset);
+                        }
                     }
-                }
-                for (j = kx1 * ic; j < rowp; ++j) {
-                    nat[j] = 0;
                 }
             }
             for (g = 0; g < rowp; g += 4) {
