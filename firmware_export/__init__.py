@@ -169,12 +169,15 @@ def _umask() -> int:
 
 
 def _is_float_model(model) -> bool:
-    """True when the model computes in float: float I/O or float activations (not int8-quantised)."""
-    io = [model.tensor(i) for i in list(model.inputs) + list(model.outputs)]
-    if any(t.dtype == "float32" for t in io):
-        return True
-    acts = [t for t in model.tensors if t.data is None and not t.is_variable]
-    return any(t.dtype == "float32" for t in acts)
+    """True when the model computes in float (float activations: float32, float16 or dynamic-range models).
+
+    An int8 model with float I/O (``--io float32``: QUANTIZE at the input, DEQUANTIZE at the output) computes in
+    int8; its float edge tensors do not make it a float model.
+    """
+    edges = {op.inputs[0] for op in model.operators if op.opcode == "QUANTIZE" and op.inputs}
+    edges |= {o for op in model.operators if op.opcode == "DEQUANTIZE" for o in op.outputs}
+    acts = [t for t in model.tensors if t.data is None and not t.is_variable and t.index not in edges]
+    return any(t.dtype in ("float32", "float16") for t in acts)
 
 
 def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,

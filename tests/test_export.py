@@ -88,6 +88,12 @@ def tiny_models(tmp_path_factory):
     (folder / "tiny_int8.json").write_text(json.dumps({"labels": TINY_LABELS, "num_classes": 3}))
     float_path = folder / "tiny_float.tflite"
     float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)  # int8 compute, float32 I/O (QUANTIZE/DEQUANTIZE)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    int8_float_io_path = folder / "tiny_int8_float_io.tflite"
+    int8_float_io_path.write_bytes(conv.convert())
 
     @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
     def loop(x):
@@ -99,7 +105,7 @@ def tiny_models(tmp_path_factory):
     loop_path = folder / "loop.tflite"
     loop_path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([loop.get_concrete_function()], loop)
                           .convert())
-    return {"int8": int8_path, "float": float_path, "loop": loop_path}
+    return {"int8": int8_path, "float": float_path, "loop": loop_path, "int8_float_io": int8_float_io_path}
 
 
 def _model_path(key: str, tiny_models) -> Path:
@@ -618,6 +624,19 @@ def test_manifest_params_macs_agree_with_inspect_and_hand_counts(exports, capsys
     on_disk = json.loads((out_dir / "manifest.json").read_text())
     assert (on_disk["params"], on_disk["macs"]) == (148, 1404)
     assert any(line.startswith("params 148, MACs 1,404") for line in render_export_summary(manifest, out_dir))
+
+
+def test_int8_model_with_float_io_is_not_called_a_float_model(tiny_models, tmp_path, capsys):
+    """`quantise --io float32` gives int8 compute behind QUANTIZE/DEQUANTIZE: no "not int8-quantised" warning."""
+    from toolchain.tflite_model import load_tflite
+
+    path = tiny_models["int8_float_io"]
+    m = load_tflite(path)
+    assert m.tensor(m.inputs[0]).dtype == "float32" and "QUANTIZE" in m.opcode_names()
+    code, _, err = run_cli(["export", path, "--output", tmp_path / "fw"], capsys)
+    assert code == 0, err
+    assert "not int8-quantised" not in err
+    assert json.loads((tmp_path / "fw" / "manifest.json").read_text())["warnings"] == []
 
 
 def test_cli_float_model_warns_but_exports(tiny_models, tmp_path, capsys):

@@ -31,7 +31,8 @@ import numpy as np
 import toolchain
 from toolchain.errors import ConversionError, DatasetError, ModelError, UsageError
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json, check_output_file, sha256_bytes, sha256_file
-from toolchain.metadata import SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata, sidecar_path
+from toolchain.metadata import (SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata, resolve_keras_path,
+                                sidecar_path)
 
 log = logging.getLogger("toolchain.quantise")
 
@@ -79,24 +80,6 @@ class QuantConfig:
 
 # ----------------------------------------------------------------------------------------------------------------
 # inputs
-
-
-def resolve_keras_path(model_path: str | os.PathLike) -> Path:
-    """A ``.keras`` file, or a training run folder holding ``model.keras``; ModelError otherwise."""
-    p = Path(model_path)
-    if p.is_dir():
-        candidate = p / "model.keras"
-        if not candidate.is_file():
-            raise ModelError("folder has no model.keras (expected a .keras file or a training run folder)",
-                             received=str(p))
-        return candidate
-    if not p.exists():
-        raise ModelError("model file not found", received=str(p))
-    if p.suffix != ".keras":
-        raise ModelError("expected a Keras model file (.keras) or a training run folder", received=str(p))
-    if not p.is_file():
-        raise ModelError("model path is not a regular file", received=str(p))
-    return p
 
 
 def _check_tflite_output(output: str | os.PathLike, force: bool, source: Path) -> Path:

@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 import toolchain
+from toolchain.metadata import resolve_keras_path
 from toolchain.errors import ModelError, UsageError
 from toolchain.fsutil import atomic_write_json, check_output_dir
 from toolchain.fsutil import output_dir as _atomic_output_dir
@@ -87,21 +88,6 @@ class TrainOptions:
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers usable without TensorFlow
-
-
-def resolve_model_path(spec: str | os.PathLike) -> Path:
-    """A run folder (``DIR/model.keras``) or a ``.keras`` file -> the model file path."""
-    p = Path(spec)
-    if p.is_dir():
-        candidate = p / "model.keras"
-        if not candidate.is_file():
-            raise ModelError("folder has no model.keras (expected a training run folder)", received=str(p))
-        return candidate
-    if p.is_file():
-        if p.suffix not in (".keras", ".h5"):
-            raise ModelError("expected a Keras model (.keras) or a training run folder", received=str(p))
-        return p
-    raise ModelError("model file or run folder not found", received=str(p))
 
 
 def _versions() -> dict[str, str]:
@@ -301,7 +287,7 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
     opts.validate()
     import models
 
-    init_path = resolve_model_path(opts.init_from) if opts.init_from else None
+    init_path = resolve_keras_path(opts.init_from) if opts.init_from else None
     init_meta: dict[str, Any] | None = None
     if init_path is not None:
         from toolchain.metadata import load_run_metadata

@@ -233,11 +233,12 @@ class _Builder:
         return wn
 
     def dw3x3_weights(self, arr: np.ndarray) -> str:
-        """3x3 depthwise weights [1,3,3,C] as int32 words [C][3][2]: int16 pairs (w0, w1), (w2, 0) per kernel row."""
-        w = np.transpose(arr.reshape(3, 3, -1).astype(np.int64), (2, 0, 1)) & 0xFFFF  # [C][ky][kx] as uint16
-        words = np.stack([w[:, :, 0] | (w[:, :, 1] << 16), w[:, :, 2]], axis=-1)
+        """3x3 depthwise weights [1,3,3,C] as [C][w00 w10 w01 w11 w20 w02 w21 w12] then [C] w22 (ce_depthwise3x3_s8)."""
+        w = arr.reshape(3, 3, -1).astype(np.int64)
+        order = [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2), (2, 1), (1, 2)]
+        head = np.stack([w[ky, kx] for ky, kx in order], axis=-1)  # [C][8]
         wn = self.const_name("weights")
-        self.consts.append(_array("int32_t", wn, words.astype(np.uint32).view(np.int32), 12))
+        self.consts.append(_array("int8_t", wn, np.concatenate([head.reshape(-1), w[2, 2]]), 24))
         return wn
 
     # -- operators -----------------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class _Builder:
                 kp = kh * rowp
             wn = self.weights(interleave_rows(w2d))
         elif dw3x3:
-            wn = f"(const int8_t *){self.dw3x3_weights(warr)}"
+            wn = self.dw3x3_weights(warr)
         else:
             if kh > 16:
                 raise ExportError("DEPTHWISE_CONV_2D kernels taller than 16 are not supported", received=f"{kh}")

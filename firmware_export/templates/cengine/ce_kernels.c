@@ -25,6 +25,7 @@ static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc) { return __sml
 static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return __smlabb(a, b, acc); }
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return __smlatt(a, b, acc); }
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return __smlatb(a, b, acc); }
+static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return __smlabt(a, b, acc); }
 static inline int32_t ce_ssat8(int32_t x) { return __ssat(x, 8); }
 /* high word of x * m + ((int64_t)hi << 32 | lo): one SMLAL */
 static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
@@ -62,6 +63,7 @@ static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc)
 static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_lo16(b); }
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_hi16(b); }
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_lo16(b); }
+static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_hi16(b); }
 static inline int32_t ce_ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
 static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
 {
@@ -574,8 +576,10 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
 /* ---- DEPTHWISE_CONV_2D 3x3, stride 1, depth multiplier 1, channels a multiple of 4 ------------ */
 /* Input rows are staged channel-major as int16 with the input offset added (padding = 0), in a ring of three
  * rows: slot[c][pw], pw = out_w + 3, input column ix at pw index ix + pad_l. A word read at pw index i then holds
- * the pair (x[i], x[i+1]) of one channel, so one SMLAD applies two taps of a kernel row. Weights: per channel and
- * kernel row two int32 words, (w0, w1) and (w2, 0) as int16 pairs. Two output pixels per step share their loads:
+ * the pair (x[i], x[i+1]) of one channel, so one SMLAD applies two taps of a kernel row. Weights w[ky][kx] (int8,
+ * 9 bytes per channel): 8 bytes per channel, w00 w10 w01 w11 w20 w02 w21 w12, so that SXTB16 gives the int16 pairs
+ * (w00, w01), (w10, w11), (w20, w21) and (w02, w12), then w22 of every channel. Two output pixels per step share
+ * their loads:
  * pixel i = SMLAD((x[i], x[i+1]), (w0, w1)) + x[i+2] * w2, pixel i+1 = SMLAD((x[i+1], x[i+2]), (w0, w1)) +
  * x[i+3] * w2. In place (out == in) is safe: every input row is staged before the output row that overwrites it. */
 
@@ -614,7 +618,6 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
     const int32_t ow = p->out_w;
     const int32_t pw = ow + 3;
     const int32_t slot_len = ch * pw;
-    const int32_t *wts = (const int32_t *)(const void *)p->weights;
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t oy, ox, c, i;
     for (i = 0; i < 3 * slot_len; ++i) {
@@ -629,39 +632,41 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
         int8_t *dst_row = out + oy * ow * ch;
         ce_dw3_stage(p, in, scratch + ((oy + 2) % 3) * slot_len, pw, oy + 2 - p->pad_t);
         for (c = 0; c < ch; ++c) {
-            const int32_t *w = wts + 6 * c;
-            const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+            /* k01_r = (w[r][0], w[r][1]); k2_01 = (w[0][2], w[1][2]); k2_2 = w[2][2] */
+            const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
+            const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
+            const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
             const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
             const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
             int8_t *dst = dst_row + c;
             for (ox = 0; ox + 1 < ow; ox += 2) {
                 int32_t a = bias, b = bias, v;
                 v = ce_rd32(x0 + ox + 2);
-                a = ce_smlad(ce_rd32(x0 + ox), w0, a);
-                b = ce_smlad(ce_rd32(x0 + ox + 1), w0, b);
-                a = ce_smlabb(v, w1, a);
-                b = ce_smlatb(v, w1, b);
+                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
+                b = ce_smlad(ce_rd32(x0 + ox + 1), k01_0, b);
+                a = ce_smlabb(v, k2_01, a);
+                b = ce_smlatb(v, k2_01, b);
                 v = ce_rd32(x1 + ox + 2);
-                a = ce_smlad(ce_rd32(x1 + ox), w2, a);
-                b = ce_smlad(ce_rd32(x1 + ox + 1), w2, b);
-                a = ce_smlabb(v, w3, a);
-                b = ce_smlatb(v, w3, b);
+                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
+                b = ce_smlad(ce_rd32(x1 + ox + 1), k01_1, b);
+                a = ce_smlabt(v, k2_01, a);
+                b = ce_smlatt(v, k2_01, b);
                 v = ce_rd32(x2 + ox + 2);
-                a = ce_smlad(ce_rd32(x2 + ox), w4, a);
-                b = ce_smlad(ce_rd32(x2 + ox + 1), w4, b);
-                a = ce_smlabb(v, w5, a);
-                b = ce_smlatb(v, w5, b);
+                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
+                b = ce_smlad(ce_rd32(x2 + ox + 1), k01_2, b);
+                a = ce_smlabb(v, k2_2, a);
+                b = ce_smlatb(v, k2_2, b);
                 ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
                 dst += 2 * ch;
             }
             if (ox < ow) {
                 int32_t a = bias;
-                a = ce_smlad(ce_rd32(x0 + ox), w0, a);
-                a = ce_smlabb(ce_rd32(x0 + ox + 2), w1, a);
-                a = ce_smlad(ce_rd32(x1 + ox), w2, a);
-                a = ce_smlabb(ce_rd32(x1 + ox + 2), w3, a);
-                a = ce_smlad(ce_rd32(x2 + ox), w4, a);
-                a = ce_smlabb(ce_rd32(x2 + ox + 2), w5, a);
+                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
+                a = ce_smlabb(ce_rd32(x0 + ox + 2), k2_01, a);
+                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
+                a = ce_smlabt(ce_rd32(x1 + ox + 2), k2_01, a);
+                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
+                a = ce_smlabb(ce_rd32(x2 + ox + 2), k2_2, a);
                 *dst = ce_requant(a, mult, shift, out_off, act_min, act_max);
             }
         }

@@ -33,7 +33,7 @@ typedef struct {
     int16_t in_offset, out_offset, act_min, act_max;
     int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 */
     const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c];
-                             * dw 3x3 stride 1: int32 words [out_c][3][2] (see ce_depthwise3x3_s8) */
+                             * dw 3x3 stride 1: [out_c][8] + [out_c] (see ce_depthwise3x3_s8) */
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
     const int8_t *shift;    /* [out_c] */
