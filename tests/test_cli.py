@@ -196,3 +196,14 @@ def test_log_handler_hides_third_party_warnings_and_escapes_markup(capsys):
     finally:
         state.verbose = False
     assert "trackable_obj" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_examples_are_indented_command_lines(command, capsys):
+    """Examples render as indented `toolchain ...` lines (a docstring with no paragraph between the summary and
+    Examples loses the indentation in typer's rich help)."""
+    import re
+
+    code, out, _ = run_cli([command, "--help"], capsys)
+    assert code in (0, None)
+    assert re.search(r"^ {2,}toolchain \S", out, re.M), out

@@ -724,3 +724,24 @@ def test_cli_format_c_delegates_to_cgen(monkeypatch, exports, tmp_path, capsys):
     assert calls == [(path, tmp_path / "c", "k", True)]
     code, _, err = run_cli(["export", path, "--output", tmp_path / "c", "--format", "c", "--target", "rp2040"], capsys)
     assert code == 2 and "--format tflm only" in err
+
+
+def test_cli_format_c_validates_input_and_tflm_only_options(monkeypatch, exports, tmp_path, capsys):
+    """--format c: a directory / corrupt model gets the same one-line errors as tflm (not "file not found"), and
+    --arena-margin, which only the TFLM export uses, is refused rather than silently ignored."""
+    path, _, _ = exports["tiny_int8"]
+    calls = []
+    monkeypatch.setitem(sys.modules, "firmware_export.cgen",
+                        types.SimpleNamespace(generate_c_engine=lambda *a, **k: calls.append(a) or {"files": []}))
+    folder = tmp_path / "folder.tflite"
+    folder.mkdir()
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"\x00" * 64)
+    code, _, err = run_cli(["export", folder, "--output", tmp_path / "c1", "--format", "c"], capsys)
+    assert code == 2 and "got a directory" in err
+    code, _, err = run_cli(["export", corrupt, "--output", tmp_path / "c2", "--format", "c"], capsys)
+    assert code == 2 and "not a valid TFLite flatbuffer" in err
+    code, _, err = run_cli(["export", path, "--output", tmp_path / "c3", "--format", "c", "--arena-margin", "20"],
+                           capsys)
+    assert code == 2 and "--arena-margin applies to --format tflm only" in err
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.tflite", "folder.tflite"]

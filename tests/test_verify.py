@@ -254,3 +254,20 @@ def test_summary_columns_align_without_a_reference(monkeypatch, capsys):
     col = lines[0].index("candidate")
     assert lines[0].index("reference") < col
     assert lines[1].index("m.tflite") == col and lines[2].index("94.96 %") == col
+
+
+def test_layer_debug_skipped_when_it_would_describe_another_model(tmp_path):
+    """The per-layer debugger re-converts the reference with post-training quantisation: for a QAT candidate, or a
+    candidate converted from another .keras, its figures would belong to a different model, so it is skipped."""
+    import hashlib
+
+    from toolchain.verify import _layer_debug_mismatch
+
+    ref = tmp_path / "model.keras"
+    ref.write_bytes(b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    ptq = {"source_sha256": sha, "quantization": {"qat": False}}
+    assert _layer_debug_mismatch(ptq, ref) is None
+    assert _layer_debug_mismatch(None, ref) is None  # no metadata: nothing to contradict
+    assert "quantisation-aware" in _layer_debug_mismatch({"source_sha256": sha, "quantization": {"qat": True}}, ref)
+    assert "source_sha256" in _layer_debug_mismatch({"source_sha256": "0" * 64, "quantization": {}}, ref)

@@ -304,6 +304,21 @@ def _model_info(path: Path, runner) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- layer debug
 
 
+def _layer_debug_mismatch(cand_meta: dict[str, Any] | None, reference: Path) -> str | None:
+    """Why the debugger's re-conversion of ``reference`` (post-training quantisation with the candidate's
+    calibration config) would not describe the candidate, or None when it does."""
+    from toolchain.fsutil import sha256_file
+
+    meta = cand_meta or {}
+    if (meta.get("quantization") or {}).get("qat"):
+        return "candidate is quantisation-aware trained; a post-training re-conversion of the reference would not " \
+               "describe its weights"
+    src = meta.get("source_sha256")
+    if src and src != sha256_file(reference):
+        return "candidate was not converted from this reference: its source_sha256 differs"
+    return None
+
+
 def _calibration_config(cand_meta: dict[str, Any] | None) -> dict[str, Any]:
     q = (cand_meta or {}).get("quantization") or {}
     seed = q.get("calibration_seed", (cand_meta or {}).get("seed", 0))
@@ -604,6 +619,9 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike, op
     elif cand_info.get("precision") != "int8":
         layer_errors = {"status": "skipped", "reason": f"candidate is {cand_info.get('precision')}, not int8",
                         "layers": [], "worst": []}
+    elif _layer_debug_mismatch(cand_meta, ref_path):
+        layer_errors = {"status": "skipped", "reason": _layer_debug_mismatch(cand_meta, ref_path), "layers": [],
+                        "worst": []}
     else:
         try:
             t0 = time.perf_counter()

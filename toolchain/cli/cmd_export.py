@@ -56,10 +56,16 @@ def export_cmd(
     if fmt not in FORMATS:
         raise UsageError("--format must be tflm or c", received=f"--format={fmt}")
     if fmt == "c":
-        if section is not None or target is not None:
-            raise UsageError("--section and --target apply to --format tflm only",
-                             received=f"--format=c{' --section' if section else ''}{' --target' if target else ''}")
+        tflm_only = [opt for opt, given in (("--section", section is not None), ("--target", target is not None),
+                                            ("--arena-margin", arena_margin != 10.0)) if given]
+        if tflm_only:
+            raise UsageError(f"{', '.join(tflm_only)} {'applies' if len(tflm_only) == 1 else 'apply'} to "
+                             f"--format tflm only",
+                             received="--format=c " + " ".join(tflm_only))
         from firmware_export.cgen import generate_c_engine
+        from toolchain.tflite_model import load_tflite
+
+        load_tflite(model)  # missing / directory / corrupt input: the same one-line errors as --format tflm
 
         result = generate_c_engine(model, output, name=name, force=force)
         if as_json:

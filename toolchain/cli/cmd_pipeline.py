@@ -33,6 +33,10 @@ def pipeline_cmd(
 ) -> None:
     """Train, quantise to int8, export TFLM C arrays and verify, into one run folder; exit 1 if the gate fails.
 
+    Stages: train (train/), int8 post-training quantisation calibrated on the training split (model_int8.tflite),
+    TFLM export with a measured tensor arena (firmware/), verify against the float model (verify/report.html).
+    The summary (accuracies, params / MACs, sizes, arena, latencies) is printed and written to pipeline.json.
+
     Examples:
 
       toolchain pipeline --output runs/demo
