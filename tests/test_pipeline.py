@@ -69,3 +69,24 @@ def test_summary_rows_show_params_and_macs():
          "keras_bytes": 10, "int8_tflite_bytes": 5, "arena_bytes": 64, "arena_recorded_bytes": 60,
          "latency_ms": {"keras_median": 1.0, "int8_median": 0.5, "speedup": 2.0}, "passed": True, "checks": []}
     assert ("params / MACs", "1,234 / 56,789") in summary_rows(s)
+
+
+def test_forced_run_that_fails_keeps_the_previous_run(tmp_path, monkeypatch):
+    """--force replaces a run folder only when the new run completes; a failed run leaves the old one intact."""
+    from toolchain.errors import ToolchainError
+    from toolchain.pipeline import PipelineOptions, run_pipeline
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "pipeline.json").write_text("previous run")
+
+    def failing_train(*args, **kwargs):
+        (out / "train").mkdir()  # the new run has started writing
+        raise ToolchainError("training failed", received="test")
+
+    monkeypatch.setattr("toolchain.train.train", failing_train)
+    with pytest.raises(ToolchainError, match="training failed"):
+        run_pipeline(PipelineOptions(output=str(out), force=True))
+    assert sorted(p.name for p in out.iterdir()) == ["pipeline.json"]
+    assert (out / "pipeline.json").read_text() == "previous run"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]

@@ -540,3 +540,26 @@ def test_zoo_classifier_int8_within_1pp(name, tmp_path):
     tolerance = ZOO_TOLERANCE_PP.get(name, 1.0)
     print(f"{name}: float {float_acc * 100:.2f} % int8 {int8_acc * 100:.2f} % ({len(y)} test samples)")
     assert abs(float_acc - int8_acc) * 100 <= tolerance, f"{name}: float {float_acc:.4f} vs int8 {int8_acc:.4f}"
+
+
+def test_float16_summary_reports_its_float16_weight_constants(tmp_path):
+    """float16 models keep weights as float16 constants behind DEQUANTIZE; the summary must count them."""
+    import keras
+
+    from toolchain.quant_tflite import describe
+
+    keras.utils.set_random_seed(0)
+    # non-zero biases: the converter drops an all-zero bias tensor
+    model = keras.Sequential([keras.Input((6, 6, 1)),
+                              keras.layers.Conv2D(4, 3, activation="relu", bias_initializer="random_normal"),
+                              keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax", bias_initializer="random_normal")])
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    from toolchain.quantise import convert
+
+    convert(run / "model.keras", tmp_path / "m16.tflite", precision="float16")
+    info = describe((tmp_path / "m16.tflite").read_bytes())
+    assert info["weight_dtypes"] == {"float16": 2}
+    assert info["bias_dtypes"] == {"float16": 2}

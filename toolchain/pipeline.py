@@ -15,6 +15,7 @@ If a stage raises, the partly built run folder is removed (nothing half-written 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -75,8 +76,12 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
     models.get_spec(options.model)  # unknown model -> ModelError before any work
     parse_spec(options.dataset)      # malformed dataset spec -> error before any work
     out = check_output_dir(options.output, options.force)
+    # With --force an existing run folder is moved aside, not deleted: it comes back if this run fails and is removed
+    # only once the new run is complete (the stages record their final paths, so the run is built in place).
+    previous = None
     if out.exists():
-        shutil.rmtree(out)
+        previous = out.with_name(f".{out.name}.previous.{os.getpid()}")
+        os.replace(out, previous)
     out.mkdir(parents=True)
     timings: dict[str, float] = {}
     artifacts: dict[str, Any] = {}
@@ -131,6 +136,8 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
         artifacts = {"train": train_meta, "quantise": quant_meta, "export": manifest}
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
+        if previous is not None:
+            os.replace(previous, out)
         raise
 
     lat = report["latency_ms"]
@@ -162,6 +169,8 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
                       "firmware": "firmware/", "verify": "verify/report.html"},
     }
     atomic_write_json(out / "pipeline.json", summary)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     return summary
 
 

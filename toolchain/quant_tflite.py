@@ -144,22 +144,29 @@ def describe(data: bytes) -> dict[str, Any]:
         buf = model.buffers[t.buffer] if model.buffers and t.buffer < len(model.buffers) else None
         return buf is not None and buf.data is not None and len(buf.data) > 0
 
+    def op_name(op) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = op_names.get(builtin, str(builtin))
+        return (_text(code.customCode) or "CUSTOM") if name == "CUSTOM" else name
+
+    # float16 models keep their weights as float16 constants behind a DEQUANTIZE op: report those constants
+    dequantized_from = {int(op.outputs[0]): int(op.inputs[0]) for op in (sg.operators or [])
+                        if op_name(op) == "DEQUANTIZE" and op.inputs is not None and op.outputs is not None
+                        and has_data(tensors[int(op.inputs[0])])}
+
     ops: list[str] = []
     float_ops: list[dict[str, Any]] = []
     weight_dtypes: Counter[str] = Counter()
     bias_dtypes: Counter[str] = Counter()
     for index, op in enumerate(sg.operators or []):
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-        name = op_names.get(builtin, str(builtin))
-        if name == "CUSTOM":
-            name = _text(code.customCode) or "CUSTOM"
+        name = op_name(op)
         ops.append(name)
         ins = [i for i in (op.inputs if op.inputs is not None else []) if i >= 0]
         outs = [i for i in (op.outputs if op.outputs is not None else []) if i >= 0]
         if name in {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}:
             for pos, ti in enumerate(ins):
-                t = tensors[ti]
+                t = tensors[dequantized_from.get(ti, ti)]
                 if not has_data(t):
                     continue
                 kind = type_names.get(t.type, str(t.type)).lower()

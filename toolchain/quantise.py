@@ -305,7 +305,7 @@ def convert(model_path: str | os.PathLike, output: str | os.PathLike, precision:
     )
     meta["tensors"] = _io_summary(info)
     sidecar = _finish(data, meta, out, src)
-    log.info("converted %s -> %s (%s, %s bytes)", src, out, precision, f"{sidecar['size_bytes']:,}")
+    log.debug("converted %s -> %s (%s, %s bytes)", src, out, precision, f"{sidecar['size_bytes']:,}")
     return sidecar
 
 
@@ -527,7 +527,7 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
         meta["evaluation"] = evaluation
     meta["config"] = asdict(config)
     sidecar = _finish(data, meta, out, src)
-    log.info("quantised %s -> %s (%s bytes, %s)", src, out, f"{sidecar['size_bytes']:,}", quantization["scheme"])
+    log.debug("quantised %s -> %s (%s bytes, %s)", src, out, f"{sidecar['size_bytes']:,}", quantization["scheme"])
     return sidecar
 
 

@@ -63,9 +63,9 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], calibratio
                          qat_learning_rate=qat_learning_rate)
     meta = quantise(model, output, dataset=dataset, config=config, force=force, evaluate=evaluate)
     q = meta["quantization"]
+    qat = f", QAT {q['qat_epochs']} epoch{'' if q['qat_epochs'] == 1 else 's'}" if q["qat"] else ""
     console.print(f"wrote {output} ({meta['size_bytes']:,} bytes, {q['scheme']}, "
-                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, io {q['io_dtype']}"
-                  f"{', QAT ' + str(q['qat_epochs']) + ' epochs' if q['qat'] else ''}) "
+                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, io {q['io_dtype']}{qat}) "
                   f"and {Path(output).with_suffix('.json')}")
     console.print(f"calibration: {q['calibration_samples']} samples from the {q['calibration_split']} split of "
                   f"{meta['dataset']}")
