@@ -362,8 +362,10 @@ def test_op_without_int8_kernel_fails_then_falls_back(tmp_path, capsys):
 
 
 def _bad_cases(tmp_path: Path, tiny: Path):
-    not_keras = tmp_path / "model.h5"
-    not_keras.write_bytes(b"\x89HDF")
+    not_keras = tmp_path / "model.onnx"
+    not_keras.write_bytes(b"\x08\x07")
+    bad_h5 = tmp_path / "model.h5"
+    bad_h5.write_bytes(b"\x89HDF")
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip")
     exists = tmp_path / "exists.tflite"
@@ -384,7 +386,8 @@ def _bad_cases(tmp_path: Path, tiny: Path):
         "missing model": (["quantise", tmp_path / "nope.keras", "-o", out, "-d", "digits"],
                           "model file not found"),
         "not keras": (["quantise", not_keras, "-o", out, "-d", "digits"], "expected a Keras model file (.keras)"),
-        "corrupt keras": (["quantise", corrupt, "-o", out, "-d", "random"], "cannot load the Keras model"),
+        "corrupt keras": (["quantise", corrupt, "-o", out, "-d", "random"], "not a valid .keras file"),
+        "corrupt h5": (["quantise", bad_h5, "-o", out, "-d", "random"], "not a valid HDF5 Keras file"),
         "bad io": (["quantise", tiny, "-o", out, "-d", "digits", "--io", "int16"], "--io must be one of"),
         "zero calibration": (["quantise", tiny, "-o", out, "-d", "digits", "--calibration-samples", "0"],
                              "calibration samples must be a positive integer"),

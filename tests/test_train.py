@@ -223,8 +223,14 @@ def test_library_errors_are_typed(tmp_path, trained_seed001):
                                                             input_shape=(32, 32, 1)))
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a keras zip")
-    with pytest.raises(ModelError, match="cannot load the --init-from model"):
+    with pytest.raises(ModelError, match="not a valid .keras file"):
         train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(bad)))
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "empty_zip.keras", "w") as zf:
+        zf.writestr("readme.txt", "a zip, but no Keras model in it")
+    with pytest.raises(ModelError, match="cannot load the --init-from model"):
+        train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(tmp_path / "empty_zip.keras")))
     with pytest.raises(ModelError, match="expected a Keras model"):
         train(None, "digits", tmp_path / "x", TrainOptions(epochs=1, init_from=str(trained_seed001 / "history.json")))
     assert not (tmp_path / "x").exists()

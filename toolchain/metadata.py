@@ -34,24 +34,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelError("cannot read metadata file", received=f"{path} ({exc.strerror})") from exc
 
 
-def resolve_keras_path(model_path: str | os.PathLike) -> Path:
-    """A ``.keras`` file, or a training run folder holding ``model.keras``; ModelError otherwise."""
-    p = Path(model_path)
-    if p.is_dir():
-        candidate = p / "model.keras"
-        if not candidate.is_file():
-            raise ModelError("folder has no model.keras (expected a .keras file or a training run folder)",
-                             received=str(p))
-        return candidate
-    if not p.exists():
-        raise ModelError("model file not found", received=str(p))
-    if p.suffix != ".keras":
-        raise ModelError("expected a Keras model file (.keras) or a training run folder", received=str(p))
-    if not p.is_file():
-        raise ModelError("model path is not a regular file", received=str(p))
-    return p
-
-
 def load_run_metadata(model_path: str | os.PathLike) -> dict[str, Any] | None:
     p = Path(model_path)
     folder = p if p.is_dir() else p.parent

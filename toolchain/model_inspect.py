@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from toolchain.keras_io import KERAS_SUFFIXES
 from toolchain.errors import ModelError
 from toolchain.tflite_model import Operator, Tensor, TFLiteModel, load_tflite
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @dataclass
@@ -301,34 +300,10 @@ def inspect_tflite(model: str | os.PathLike | TFLiteModel) -> Inspection:
 
 
 def load_keras_model(path: str | os.PathLike):
-    """Load a .keras/.h5 model with keras' safe_mode (no arbitrary code); ModelError on failure."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelError("model file not found", received=str(p))
-    if p.is_dir():
-        if (p / "model.keras").is_file():
-            p = p / "model.keras"
-        else:
-            raise ModelError("expected a .keras file, got a directory", received=str(p))
-    if p.suffix.lower() not in KERAS_SUFFIXES:
-        raise ModelError("unsupported Keras model extension (expected .keras or .h5)", received=str(p))
-    if p.stat().st_size == 0:
-        raise ModelError("Keras model file is empty", received=str(p))
-    # check the container before importing keras (its messages for non-zip input are misleading)
-    if p.suffix.lower() == ".keras" and not zipfile.is_zipfile(p):
-        raise ModelError("not a valid .keras file (expected a zip archive)", received=str(p))
-    if p.suffix.lower() in (".h5", ".hdf5"):
-        with open(p, "rb") as fh:
-            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
-                raise ModelError("not a valid HDF5 Keras file", received=str(p))
-    try:
-        import keras
+    """Load a .keras/.h5 model (or a run folder's model.keras) with keras' safe_mode; ModelError on failure."""
+    from toolchain.keras_io import load_keras_model as load
 
-        return keras.saving.load_model(str(p), compile=False, safe_mode=True)
-    except Exception as exc:  # keras raises many types (ValueError, OSError, zipfile.BadZipFile, TypeError...)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ModelError("cannot load Keras model", received=f"{p}: {type(exc).__name__}: {first}") from exc
-
+    return load(path)
 
 def _mro_names(layer) -> set[str]:
     return {c.__name__ for c in type(layer).__mro__}

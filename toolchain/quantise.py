@@ -29,9 +29,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 import toolchain
+from toolchain.keras_io import check_keras_file
 from toolchain.errors import ConversionError, DatasetError, ModelError, UsageError
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json, check_output_file, sha256_bytes, sha256_file
-from toolchain.metadata import (SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata, resolve_keras_path,
+from toolchain.metadata import (SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata,
                                 sidecar_path)
 
 log = logging.getLogger("toolchain.quantise")
@@ -94,18 +95,10 @@ def _check_tflite_output(output: str | os.PathLike, force: bool, source: Path) -
 
 
 def load_keras_model(path: Path):
-    """Load a .keras file without its training configuration (zoo custom objects registered first)."""
-    import keras
+    """Load a .keras file for conversion: one fully defined input and one output."""
+    from toolchain.keras_io import load_keras_model as load
 
-    try:
-        import models  # noqa: F401  (registers any custom layers of the zoo)
-    except ImportError:
-        log.debug("model zoo package not importable; loading with built-in layers only")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # keras raises ValueError/TypeError/zipfile errors for bad files
-        raise ModelError("cannot load the Keras model", received=f"{path}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    model = load(path)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError("only single-input, single-output models can be converted",
                          received=f"{path}: {len(model.inputs)} inputs, {len(model.outputs)} outputs")
@@ -275,7 +268,7 @@ def convert(model_path: str | os.PathLike, output: str | os.PathLike, precision:
     """Convert a .keras model to a float32, float16-weight or dynamic-range (int8 weights) .tflite."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}", received=f"--precision={precision}")
-    src = resolve_keras_path(model_path)
+    src = check_keras_file(model_path)
     out = _check_tflite_output(output, force, src)
     run_meta = load_run_metadata(src)
     model = load_keras_model(src)
@@ -446,7 +439,7 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
              config: QuantConfig = QuantConfig(), force: bool = False, evaluate: bool = True) -> dict[str, Any]:
     """Full-integer int8 quantisation (optionally after QAT); writes OUT.tflite + OUT.json, returns the sidecar."""
     config.validate()
-    src = resolve_keras_path(model_path)
+    src = check_keras_file(model_path)
     out = _check_tflite_output(output, force, src)
     run_meta = load_run_metadata(src)
     dataset = dataset if dataset is not None else (run_meta or {}).get("dataset")

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from toolchain.keras_io import check_keras_file, load_keras_model  # noqa: F401  (re-exported)
 from toolchain.errors import ModelError, RuntimeUnavailableError, UsageError
 
 TFLITE_RUNTIMES = ("litert", "tflite-runtime", "tensorflow", "tflm")
@@ -423,35 +424,6 @@ def _open_tflm(data: bytes, source: str) -> Runner:
 
     return Runner(name="tflm", version=runtime_version("tflm"), model_path=source, input_details=in_det,
                   output_details=out_det, reference_kernels=True, _invoke=invoke, _batched=None)
-
-
-def check_keras_file(path: str | os.PathLike) -> Path:
-    """A ``.keras`` file that exists and is a zip archive, checked before importing Keras (whose message for a
-    non-zip file is a misleading "File not found")."""
-    import zipfile
-
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError("model file not found", received=str(p))
-    if p.suffix.lower() == ".keras" and not zipfile.is_zipfile(p):
-        raise ModelError("not a valid .keras file (expected a zip archive)", received=str(p))
-    return p
-
-
-def load_keras_model(path: str | os.PathLike):
-    """Load a ``.keras`` file (compile=False); imports Keras."""
-    p = check_keras_file(path)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import models  # noqa: F401  (registers the zoo's custom layers, if any)
-    except ImportError:
-        pass
-    import keras
-
-    try:
-        return keras.models.load_model(p, compile=False)
-    except Exception as exc:  # keras raises many types for corrupt archives
-        raise ModelError("cannot load the Keras model", received=f"{p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
 def _open_keras(path: str | os.PathLike) -> Runner:

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 import toolchain
-from toolchain.metadata import resolve_keras_path
+from toolchain.keras_io import check_keras_file
 from toolchain.errors import ModelError, UsageError
 from toolchain.fsutil import atomic_write_json, check_output_dir
 from toolchain.fsutil import output_dir as _atomic_output_dir
@@ -159,13 +159,10 @@ def _freeze_backbone(model) -> list[str]:
 
 def _load_for_transfer(init_path: Path, num_classes: int, freeze_conv: bool) -> tuple[Any, dict[str, Any]]:
     """Trained model -> model to train: new head when the class count changes or the backbone is frozen."""
-    import keras
+    from toolchain.keras_io import load_keras_model
 
     info: dict[str, Any] = {}
-    try:
-        base = keras.models.load_model(init_path, compile=False)
-    except Exception as exc:  # corrupt zip, unknown layer, ...
-        raise ModelError("cannot load the --init-from model", received=f"{init_path} ({type(exc).__name__})") from exc
+    base = load_keras_model(init_path, what="the --init-from model")
     old_classes = int(base.outputs[0].shape[-1])
     if freeze_conv or old_classes != num_classes:
         base = _replace_head(base, num_classes)
@@ -287,7 +284,7 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
     opts.validate()
     import models
 
-    init_path = resolve_keras_path(opts.init_from) if opts.init_from else None
+    init_path = check_keras_file(opts.init_from) if opts.init_from else None
     init_meta: dict[str, Any] | None = None
     if init_path is not None:
         from toolchain.metadata import load_run_metadata
