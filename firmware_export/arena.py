@@ -28,7 +28,6 @@ import re
 import struct
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,21 +143,12 @@ def measure_arena(model_path: str | os.PathLike, margin_pct: float = DEFAULT_MAR
 
 
 def _capture_stderr(fn):
-    """Run ``fn`` with C-level stderr (fd 2) redirected into a temp file; return (result, captured text)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            value = fn()
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode("utf-8", "replace")
-    return value, text
+    """Run ``fn`` with C-level stderr (fd 2) captured; return (result, captured text)."""
+    from toolchain.native_stderr import capture_native_stderr
 
+    with capture_native_stderr() as captured:
+        value = fn()
+    return value, captured.text
 
 def _zero_inputs(interp, n_inputs: int) -> None:
     import numpy as np

@@ -15,12 +15,9 @@ same model + data + seed give byte-identical files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ import numpy as np
 
 import toolchain
 from toolchain.keras_io import check_keras_file
+from toolchain.native_stderr import quiet_native_stderr
 from toolchain.errors import ConversionError, DatasetError, ModelError, UsageError
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json, check_output_file, sha256_bytes, sha256_file
 from toolchain.metadata import (SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata,
@@ -144,26 +142,9 @@ def _converter(model):
     return tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(model)], model)
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Keep the converter's C++ chatter off the terminal (shown with --verbose / DEBUG logging)."""
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def _run_converter(converter, what: str, layer_names: list[str]) -> bytes:
     try:
-        with warnings.catch_warnings(), _quiet_native_stderr():
+        with warnings.catch_warnings(), quiet_native_stderr(log):
             warnings.simplefilter("ignore")
             return bytes(converter.convert())
     except Exception as exc:  # ConverterError / RuntimeError from the MLIR converter or the calibrator

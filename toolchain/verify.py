@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 import toolchain
+from toolchain.native_stderr import quiet_native_stderr
 from toolchain.errors import DatasetError, ModelError, UsageError
 
 log = logging.getLogger("toolchain.verify")
@@ -363,7 +364,7 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
     if not cfg["per_channel"]:
         converter._experimental_disable_per_channel = True
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), _quiet_c_stderr():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), quiet_native_stderr(log):
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
         debugger.run()
@@ -384,31 +385,6 @@ def layer_quantisation_errors(reference: Path, data: dict[str, Any], cand_meta: 
     worst = sorted(layers, key=lambda r: -(r["rmse_over_scale"] or 0.0))[:5]
     return {"status": "ok", "reason": None, "samples": len(x_dbg), "calibration": cfg, "layers": layers,
             "worst": worst}
-
-
-@contextlib.contextmanager
-def _quiet_c_stderr():
-    """Silence the converter's C-level stderr chatter (``fully_quantize: 0, inference_type: 6...``) unless debug
-    logging is on; Python exceptions still carry the errors."""
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    import sys
-    import tempfile
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreter): nothing to silence
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _fixed_batch_converter(model):

@@ -75,3 +75,14 @@ class _RichStderrHandler(logging.Handler):
             err_console.print(f"[yellow]warning:[/yellow] {escape(msg)}", markup=True)
         else:
             err_console.print(msg, markup=False)
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: set[int] = frozenset()) -> None:
+    """Plain aligned columns (copy-pasteable, no box drawing); column indexes in ``right`` are right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(cells) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    for cells in (header, *rows):
+        console.print(fmt(cells).rstrip(), markup=False)

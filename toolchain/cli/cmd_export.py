@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from toolchain.cli.app import app, console
+from toolchain.cli.app import app, console, print_table
 from toolchain.errors import UsageError
 
 FORMATS = ("tflm", "c")
@@ -143,15 +143,7 @@ def targets_cmd(
     header = ("board", "core", "MHz", "flash KB", "RAM KB", "runtime", "description")
     body = [(t.key, t.core, f"{t.clock_mhz:g}", f"{t.flash_kb:,}", f"{t.ram_kb:,}", t.runtime, t.display)
             for t in boards.values()]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    right = {2, 3, 4}
-
-    def fmt_row(cells) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    console.print(fmt_row(header).rstrip(), markup=False)
-    for cells in body:
-        console.print(fmt_row(cells).rstrip(), markup=False)
+    print_table(header, body, right={2, 3, 4})
     for key, est in runtime_estimates().items():
         console.print(f"runtime estimate '{key}': {est.core_kb:g} KB + {est.per_op_kb:g} KB per operator "
                       f"({est.source})", markup=False)

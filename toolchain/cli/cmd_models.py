@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from toolchain.cli.app import app, console
+from toolchain.cli.app import app, console, print_table
 
 
 def zoo_table(names: list[str] | None = None) -> list[dict]:
@@ -57,15 +57,7 @@ def models_cmd(
     header = ("name", "input", "classes", "task", "params", "MACs")
     body = [(r["name"], "x".join(map(str, r["input_shape"])), str(r["num_classes"] or "-"), r["task"],
              f"{r['params']:,}", f"{r['macs']:,}") for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    right = {2, 4, 5}
-
-    def fmt(cells) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    console.print(fmt(header).rstrip(), markup=False)
-    for cells in body:
-        console.print(fmt(cells).rstrip(), markup=False)
+    print_table(header, body, right={2, 4, 5})
     if name is not None:
         r = rows[0]
         console.print(f"\n{r['description']}\nsource: {r['source']}", markup=False)
