@@ -478,12 +478,12 @@ ZOO_TRAINING = {
     "seed004_cs231n": (3, 600, 32),
     "resnet8": (3, 600, 16),
     "ds_cnn": (3, 600, 16),
-    "mobilenet_v1_025": (3, 600, 16),
+    "mobilenet_v1_025": (10, 1294, 32),
 }
-# Allowed |float - int8| test accuracy difference (pp). A briefly trained MobileNet-v1 (13 depthwise layers,
-# many near-dead channels whose folded BatchNorm scales amplify int8 rounding noise) is PTQ-fragile: measured
-# float 67.7 % -> int8 63.5 % after 3 epochs and 71.9 % -> 74.9 % after 6 (on 600 samples); QAT is the remedy.
-ZOO_TOLERANCE_PP = {"mobilenet_v1_025": 5.0}
+# MobileNet-v1 needs a real training run: undertrained (3 epochs on 600 samples: float 67.7 %) it is PTQ-fragile
+# (int8 63.5 %); after 10 epochs on the whole training split it reaches ~92.5 % and int8 stays within 1 pp
+# (measured: 92.48 % float, 92.48 % int8 with 300 calibration samples). Calibration samples per model (default 100):
+ZOO_CALIBRATION = {"mobilenet_v1_025": 300}
 
 
 def brief_train(name: str, run_dir: Path, epochs: int, samples: int, batch_size: int = 32,
@@ -534,15 +534,14 @@ def test_zoo_classifier_int8_within_1pp(name, tmp_path):
     epochs, samples, batch = ZOO_TRAINING[name]
     run = brief_train(name, tmp_path / name, epochs, samples, batch_size=batch)
     out = tmp_path / f"{name}.tflite"
-    quantise(run, out, config=QuantConfig(calibration_samples=100), evaluate=False)
+    quantise(run, out, config=QuantConfig(calibration_samples=ZOO_CALIBRATION.get(name, 100)), evaluate=False)
     assert_int8_tensors(out)
     x, y = test_split(run)
     float_acc = keras_accuracy(run / "model.keras", x, y)
     int8_acc = float(np.mean(np.argmax(int8_predict(out, x, fast=True), axis=-1) == y))
     assert float_acc > 0.5, f"{name}: float model did not learn ({float_acc:.3f})"
-    tolerance = ZOO_TOLERANCE_PP.get(name, 1.0)
     print(f"{name}: float {float_acc * 100:.2f} % int8 {int8_acc * 100:.2f} % ({len(y)} test samples)")
-    assert abs(float_acc - int8_acc) * 100 <= tolerance, f"{name}: float {float_acc:.4f} vs int8 {int8_acc:.4f}"
+    assert abs(float_acc - int8_acc) * 100 <= 1.0, f"{name}: float {float_acc:.4f} vs int8 {int8_acc:.4f}"
 
 
 def test_float16_summary_reports_its_float16_weight_constants(tmp_path):
