@@ -45,7 +45,9 @@ def measure(name: str, samples: int, naive_samples: int) -> dict:
     from toolchain.quantise import QuantConfig, quantise
     from toolchain.runtime import dequantize_output, load_keras_model, open_runtime, quantize_input
     from toolchain.train import TrainOptions, train
-    from toolchain.verify import VerifyOptions, load_eval_data, verify
+    from toolchain.data import load_split
+    from toolchain.specs import DatasetSpec, RunRecord
+    from toolchain.verify import VerifyOptions, verify
 
     shape = tuple(models.get_spec(name).input_shape)
     with tempfile.TemporaryDirectory(prefix="vb_") as tmp:
@@ -60,11 +62,10 @@ def measure(name: str, samples: int, naive_samples: int) -> dict:
         idx = rng.integers(0, len(raw), samples)
         x_test = np.clip(raw[idx] + rng.normal(0, 0.5, raw[idx].shape).astype(np.float32), 0, 16)
         npz = tmp / "big.npz"
-        np.savez(npz, x_train=raw[:100], y_train=lab[:100], x_test=x_test, y_test=lab[idx])
+        np.savez(npz, x_train=raw[:100], y_train=lab[:100], x_test=x_test, y_test=lab[idx], max_value=np.float32(16))
         spec = f"npz:{npz}"
         meta = json.loads((tmp / "run" / "metadata.json").read_text())
-        data = load_eval_data(VerifyOptions(dataset=spec), [meta], (1,) + shape)
-        x = data["x"]
+        x = load_split(RunRecord.from_metadata(meta), "test", dataset=DatasetSpec.parse(spec), input_shape=shape).x
         n_naive = min(naive_samples, len(x))
 
         model = load_keras_model(tmp / "run" / "model.keras")
@@ -103,7 +104,7 @@ def measure(name: str, samples: int, naive_samples: int) -> dict:
 
         t0 = time.perf_counter()
         rep = verify(tmp / "run" / "model.keras", cand,
-                     VerifyOptions(dataset=spec, layer_debug=False, latency_runs=50, latency_warmup=5))
+                     VerifyOptions(dataset=spec, layer_debug=False, latency_runs=50, latency_warmup=5)).to_json()
         verify_total = time.perf_counter() - t0
         from toolchain.model_inspect import inspect_keras
 
@@ -138,7 +139,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = ap.parse_args()
 
-    from toolchain.bench import host_info
+    from toolchain.timing import host_info
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

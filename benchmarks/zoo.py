@@ -42,7 +42,7 @@ NO_DIGITS = {"seed000_face": "200x200x3 face detector: not a digits classifier",
 
 
 def keras_latency(model, x: np.ndarray, runs: int, warmup: int) -> dict:
-    from toolchain.verify import latency_stats
+    from toolchain.timing import latency_stats
 
     x1 = x[:1]
     out = {}
@@ -103,7 +103,7 @@ def bench_model(name: str, work: Path, epochs: int, runs: int, threads: int) -> 
     row["int8_tflite_bytes"] = int8_path.stat().st_size
 
     if name not in NO_DIGITS:
-        rep = verify(keras_path, int8_path, VerifyOptions(layer_debug=False, latency_runs=10, latency_warmup=2))
+        rep = verify(keras_path, int8_path, VerifyOptions(layer_debug=False, latency_runs=10, latency_warmup=2)).to_json()
         row["float_accuracy"] = rep["reference"]["accuracy"]
         row["int8_accuracy"] = rep["candidate"]["accuracy"]
         row["accuracy_drop_pp"] = rep["accuracy_drop_pp"]
@@ -137,7 +137,7 @@ def bench_model(name: str, work: Path, epochs: int, runs: int, threads: int) -> 
 def machine() -> dict:
     from importlib import metadata
 
-    from toolchain.bench import host_info
+    from toolchain.timing import host_info
 
     h = host_info()
     for pkg in ("tensorflow", "keras", "ai-edge-litert", "tflite-micro"):

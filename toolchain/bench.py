@@ -13,48 +13,16 @@ device with ``numpy``, ``typer`` and ``tflite-runtime`` or ``ai-edge-litert``.
 from __future__ import annotations
 
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from toolchain.errors import ModelError, UsageError
+from toolchain.timing import host_info, latency_stats, time_batched, time_single
 
 BENCH_RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow", "tflm", "keras", "c-host", "qemu-m4")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def host_info() -> dict[str, Any]:
-    """CPU model, cores, OS and the versions of numpy and of the installed runtimes (found without importing)."""
-    from importlib import metadata
-
-    from toolchain.runtime import available_runtimes, runtime_version
-
-    runtimes = {}
-    for r in available_runtimes():
-        try:
-            runtimes[r] = runtime_version(r)
-        except Exception:  # a broken install must not break the report
-            runtimes[r] = "unknown"
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        mem = None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
-            "system": f"{platform.system()} {platform.release()}", "memory_bytes": mem,
-            "python": platform.python_version(), "numpy": metadata.version("numpy"), "runtimes": runtimes}
 
 
 def _inputs_for(runner, dataset: str | None, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -64,12 +32,14 @@ def _inputs_for(runner, dataset: str | None, n: int, seed: int = 0) -> tuple[np.
     shape = tuple(d["shape"])
     dtype = np.dtype(d["dtype"])
     if dataset:
-        from toolchain.verify import VerifyOptions, load_eval_data
+        from toolchain.data import load_split
         from toolchain.metadata import load_any_metadata
+        from toolchain.specs import DatasetSpec, RunRecord
 
+        spec = dataset if isinstance(dataset, DatasetSpec) else DatasetSpec.parse(dataset)
         meta = load_any_metadata(runner.model_path) if runner.model_path != "<bytes>" else None
-        data = load_eval_data(VerifyOptions(dataset=dataset, max_samples=n), [meta], shape)
-        return quantize_input(data["x"], d), f"dataset {dataset} ({len(data['x'])} test samples)"
+        data = load_split(RunRecord.from_metadata(meta), "test", dataset=spec, input_shape=shape[1:], max_samples=n)
+        return quantize_input(data.x, d), f"dataset {spec.text} ({len(data.x)} test samples)"
     rng = np.random.default_rng(seed)
     size = (n,) + shape[1:]
     if dtype.kind == "f":
@@ -101,32 +71,15 @@ def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None =
         return bench_c(path, runtime, runs, dataset)
 
     from toolchain.runtime import open_runtime, peak_rss_bytes
-    from toolchain.verify import latency_stats
 
     runner = open_runtime(path, runtime=runtime, threads=threads)
     n_inputs = max(1, min(runs, 64))
     x, source = _inputs_for(runner, dataset, max(n_inputs, batch_size))
     n = len(x)
-    for i in range(warmup):
-        runner.run(x[i % n:i % n + 1])
-    times = []
-    t_start = time.perf_counter()
-    for i in range(runs):
-        xi = x[i % n:i % n + 1]
-        t0 = time.perf_counter()
-        runner.run(xi)
-        times.append(time.perf_counter() - t0)
-    total = time.perf_counter() - t_start
+    times, total = time_single(runner, x, runs, warmup)
     stats = latency_stats(times)
-    batch_tp = None
-    mode = None
-    if n > 1:
-        runner.run_many(x, batch_size=batch_size)
-        t0 = time.perf_counter()
-        runner.run_many(x, batch_size=batch_size)
-        dt = time.perf_counter() - t0
-        batch_tp = n / dt if dt > 0 else None
-        mode = runner.batch_mode
+    batch_tp = time_batched(runner, x, batch_size) if n > 1 else None
+    mode = runner.batch_mode if n > 1 else None
     d = runner.input_details[0]
     return {
         "model": str(path), "size_bytes": path.stat().st_size, "runtime": runner.name,

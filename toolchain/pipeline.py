@@ -69,12 +69,12 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
                  ) -> dict[str, Any]:
     """Run every stage into ``options.output``; returns the summary dict (see the module docstring)."""
     import models
-    from toolchain.data import parse_spec
+    from toolchain.specs import DatasetSpec
     from toolchain.fsutil import atomic_write_json, check_output_dir
 
     options.validate()
     models.get_spec(options.model)  # unknown model -> ModelError before any work
-    parse_spec(options.dataset)      # malformed dataset spec -> error before any work
+    DatasetSpec.parse(options.dataset)  # malformed dataset spec -> error before any work
     out = check_output_dir(options.output, options.force)
     # With --force an existing run folder is moved aside, not deleted: it comes back if this run fails and is removed
     # only once the new run is complete (the stages record their final paths, so the run is built in place).
@@ -129,7 +129,7 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
         vopts = VerifyOptions(max_accuracy_drop=options.max_accuracy_drop, min_accuracy=options.min_accuracy,
                               layer_debug=options.layer_debug, latency_runs=options.latency_runs,
                               threads=options.threads)
-        report = verify(keras_path, tflite_path, vopts)
+        report = verify(keras_path, tflite_path, vopts).to_json()
         write_reports(report, out / "verify")
         timings["verify"] = time.perf_counter() - t0
         log.info("  verify: %s (%.1f s)", "passed" if report["passed"] else "FAILED", timings["verify"])

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,8 +26,10 @@ import numpy as np
 
 import toolchain
 from toolchain.keras_io import check_keras_file
-from toolchain.native_stderr import quiet_native_stderr
-from toolchain.errors import ConversionError, DatasetError, ModelError, UsageError
+from toolchain.convert import (input_shape, is_autoencoder, keras_converter, layer_from_name, layer_names,
+                               load_keras_model, output_shape, run_converter, frozen_concrete_function)
+from toolchain.errors import ConversionError, DatasetError, UsageError
+from toolchain.specs import DatasetSpec, RunRecord, SplitParams
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json, check_output_file, sha256_bytes, sha256_file
 from toolchain.metadata import (SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata,
                                 sidecar_path)
@@ -38,8 +39,6 @@ log = logging.getLogger("toolchain.quantise")
 PRECISIONS = ("float32", "float16", "dynamic")
 IO_DTYPES = ("int8", "uint8", "float32")
 RANDOM_DATASET = "random"  # calibration with uniform [0, 1) samples: for architecture checks, no accuracy figures
-DEFAULT_TEST_FRACTION = 0.2
-DEFAULT_VAL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -92,123 +91,31 @@ def _check_tflite_output(output: str | os.PathLike, force: bool, source: Path) -
     return out
 
 
-def load_keras_model(path: Path):
-    """Load a .keras file for conversion: one fully defined input and one output."""
-    from toolchain.keras_io import load_keras_model as load
-
-    model = load(path)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError("only single-input, single-output models can be converted",
-                         received=f"{path}: {len(model.inputs)} inputs, {len(model.outputs)} outputs")
-    shape = model.inputs[0].shape[1:]
-    if any(d is None for d in shape):
-        raise ModelError("the model input shape must be fully defined (apart from the batch)",
-                         received=f"{path}: input shape {tuple(model.inputs[0].shape)}")
-    return model
-
-
-def _input_shape(model) -> tuple[int, ...]:
-    return tuple(int(d) for d in model.inputs[0].shape[1:])
-
-
-def _output_shape(model) -> tuple[int, ...]:
-    return tuple(int(d) for d in model.outputs[0].shape[1:])
-
-
-def _is_autoencoder(model, run_meta: dict[str, Any] | None) -> bool:
-    if run_meta and run_meta.get("task"):
-        return run_meta["task"] == "autoencoder"
-    return _output_shape(model) == _input_shape(model)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # conversion core
-
-
-def frozen_concrete_function(model):
-    """``model(x, training=False)`` traced with a fixed batch of 1 and its variables frozen to constants."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    shape = [1, *(int(d) for d in model.inputs[0].shape[1:])]
-    spec = tf.TensorSpec(shape, tf.float32, name="input")
-    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
-    return convert_variables_to_constants_v2(fn.get_concrete_function())
-
-
-def _converter(model):
-    import tensorflow as tf
-
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(model)], model)
-
-
-def _run_converter(converter, what: str, layer_names: list[str]) -> bytes:
-    try:
-        with warnings.catch_warnings(), quiet_native_stderr(log):
-            warnings.simplefilter("ignore")
-            return bytes(converter.convert())
-    except Exception as exc:  # ConverterError / RuntimeError from the MLIR converter or the calibrator
-        raise ConversionError(f"{what} failed", received=_summarise_converter_error(exc, layer_names),
-                              hint="run with --verbose for the converter log") from exc
-
-
-def _summarise_converter_error(exc: Exception, layer_names: list[str]) -> str:
-    text = str(exc)
-    lines = [ln.strip() for ln in text.splitlines() if "error:" in ln.lower() or "op" in ln.lower()]
-    first = lines[0] if lines else (text.splitlines()[0] if text else type(exc).__name__)
-    layer = _layer_from_name(first, layer_names)
-    return (f"layer '{layer}': " if layer else "") + first[:300]
-
-
-def _layer_from_name(tensor_name: str, layer_names: list[str]) -> str | None:
-    """Best-effort Keras layer for a TFLite tensor name like ``functional_1/conv_2/Relu``."""
-    import re
-
-    known = set(layer_names)
-    for part in re.split(r"[/;:\"' ()]+", tensor_name):
-        if part in known:
-            return part
-        base = re.sub(r"_\d+$", "", part)
-        if base in known:
-            return base
-    return None
-
-
-def _layer_names(model) -> list[str]:
-    names: list[str] = []
-
-    def walk(m) -> None:
-        for layer in getattr(m, "layers", []):
-            names.append(layer.name)
-            if hasattr(layer, "layers"):
-                walk(layer)
-
-    walk(model)
-    return names
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # metadata
 
 
-def _metadata(*, model_path: Path, model, run_meta: dict[str, Any] | None, dataset: str | None,
-              preprocessing: dict[str, Any] | None, labels: list[str] | None, num_classes: int | None,
-              seed: int | None, split: dict[str, Any] | None, quantization: dict[str, Any]) -> dict[str, Any]:
+def _metadata(*, model_path: Path, model, run_meta: dict[str, Any] | None, record: RunRecord | None,
+              preprocessing: dict[str, Any] | None, quantization: dict[str, Any]) -> dict[str, Any]:
     rm = run_meta or {}
+    rec = record.to_dict() if record is not None else {
+        "dataset": None, "split": None, "seed": None, "normalisation": None, "transform": None, "labels": None,
+        "num_classes": None, "calibration_stats": None}
     return {
         "format": SIDECAR_FORMAT,
         "source_model": _short_source(model_path),
         "source_sha256": sha256_file(model_path),
         "model": rm.get("model") or model.name,
-        "task": "autoencoder" if _is_autoencoder(model, run_meta) else "classification",
-        "dataset": dataset,
+        "task": "autoencoder" if is_autoencoder(model, run_meta) else "classification",
+        **rec,
+        "float_test_accuracy": record.test_accuracy if record is not None else None,
         "preprocessing": preprocessing,
-        "labels": labels,
-        "num_classes": num_classes,
-        "input_shape": list(_input_shape(model)),
-        "output_shape": list(_output_shape(model)),
-        "seed": seed,
-        "split": split,
+        "input_shape": list(input_shape(model)),
+        "output_shape": list(output_shape(model)),
         "quantization": quantization,
         "toolchain_version": toolchain.__version__,
     }
@@ -256,23 +163,21 @@ def convert(model_path: str | os.PathLike, output: str | os.PathLike, precision:
 
     import tensorflow as tf
 
-    conv = _converter(model)
+    conv = keras_converter(model)
     if precision == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
     elif precision == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    data = _run_converter(conv, f"{precision} conversion", _layer_names(model))
+    data = run_converter(conv, f"{precision} conversion", layer_names(model))
 
     from toolchain.quant_tflite import describe
 
     info = describe(data)
     scheme = {"float32": "float32", "float16": "float16-weights", "dynamic": "dynamic-range-int8-weights"}[precision]
-    rm = run_meta or {}
     meta = _metadata(
-        model_path=src, model=model, run_meta=run_meta, dataset=rm.get("dataset"),
-        preprocessing=rm.get("preprocessing"), labels=rm.get("labels"), num_classes=rm.get("num_classes"),
-        seed=rm.get("seed"), split=rm.get("split"),
+        model_path=src, model=model, run_meta=run_meta, record=RunRecord.from_metadata(run_meta),
+        preprocessing=(run_meta or {}).get("preprocessing"),
         quantization={"scheme": scheme, "precision": precision, "io_dtype": info["inputs"][0]["dtype"],
                       "per_channel": precision == "dynamic", "calibration_samples": 0, "qat": False,
                       "float_ops": [], "float_op_count": len(info["float_ops"])},
@@ -289,13 +194,10 @@ def convert(model_path: str | os.PathLike, output: str | os.PathLike, precision:
 
 @dataclass
 class _Data:
-    dataset: str
-    preprocessing: dict[str, Any] | None
-    labels: list[str] | None
-    num_classes: int | None
-    split_seed: int | None
-    split: dict[str, Any] | None
+    record: RunRecord | None            # what the quantised model's sidecar records about its data
     x_calib: np.ndarray
+    calibration_split: str              # "train" | "random"
+    preprocessing: dict[str, Any] | None = None
     x_train: np.ndarray | None = None
     y_train: np.ndarray | None = None
     x_val: np.ndarray | None = None
@@ -304,54 +206,43 @@ class _Data:
     y_test: np.ndarray | None = None
 
 
-def _prepare_data(dataset: str, model, run_meta: dict[str, Any] | None, config: QuantConfig,
+def _prepare_data(spec: DatasetSpec | None, model, run_record: RunRecord | None, config: QuantConfig,
                   autoencoder: bool) -> _Data:
-    shape = _input_shape(model)
-    rm = run_meta or {}
-    if dataset == RANDOM_DATASET:
+    """Calibration (stratified draw from the training split), test and, for QAT, train/val samples; ``spec`` None
+    means random calibration data. Preprocessing follows ``toolchain.data.load_split``'s rule."""
+    shape = input_shape(model)
+    if spec is None:
         if config.qat:
             raise UsageError("--qat needs a real dataset to train on, not random calibration data",
-                             received=f"--dataset={dataset}")
+                             received=f"--dataset={RANDOM_DATASET}")
         rng = np.random.default_rng(config.seed)
         x = rng.random((config.calibration_samples, *shape), dtype=np.float32)
-        return _Data(dataset=dataset, preprocessing=rm.get("preprocessing"), labels=rm.get("labels"),
-                     num_classes=rm.get("num_classes"), split_seed=None, split=None, x_calib=x)
+        return _Data(record=run_record, x_calib=x, calibration_split="random")
 
     from toolchain import data as tdata
 
-    same_dataset = rm.get("dataset") == dataset
-    split = dict(rm.get("split") or {}) if same_dataset else {}
-    split.setdefault("val_fraction", DEFAULT_VAL_FRACTION)
-    split.setdefault("test_fraction", DEFAULT_TEST_FRACTION)
-    split_seed = int(rm.get("seed", config.seed)) if same_dataset else config.seed
-    ds = tdata.load_dataset(dataset, seed=split_seed, val_fraction=float(split["val_fraction"]),
-                            test_fraction=float(split["test_fraction"]))
-    if same_dataset and rm.get("preprocessing"):
-        prep = tdata.Preprocessing.from_dict(rm["preprocessing"])
-    else:
-        prep = tdata.make_preprocessing(ds, shape)
-    if tuple(prep.input_shape) != shape:
-        raise DatasetError("the recorded preprocessing does not produce the model's input shape",
-                           received=f"preprocessing {tuple(prep.input_shape)} vs model input {shape}")
-    out_shape = _output_shape(model)
+    if run_record is not None and run_record.dataset.text != spec.text:
+        run_record = replace(run_record, dataset=spec, split=SplitParams(seed=config.seed), normalisation=None)
+    prepared = tdata.prepare_data(run_record, dataset=spec, input_shape=shape)
+    ds = prepared.dataset
+    out_shape = output_shape(model)
     if not autoencoder and (len(out_shape) != 1 or out_shape[0] != ds.num_classes):
         raise DatasetError("the dataset's number of classes does not match the model output",
-                           received=f"{dataset}: {ds.num_classes} classes, model output {out_shape}")
-    if len(ds.y_train) == 0:
-        raise DatasetError("the dataset has no training samples to calibrate with", received=dataset)
+                           received=f"{spec.text}: {ds.num_classes} classes, model output {out_shape}")
     idx = tdata.calibration_indices(ds.y_train, config.calibration_samples, seed=config.seed)
     if len(idx) < config.calibration_samples:
         log.warning("only %d training samples available for calibration (asked for %d)",
                     len(idx), config.calibration_samples)
-    x_calib = prep.apply(ds.x_train[idx])
-    d = _Data(dataset=dataset, preprocessing=prep.to_dict(), labels=[str(v) for v in ds.labels],
-              num_classes=int(ds.num_classes), split_seed=split_seed, split=split, x_calib=x_calib,
-              x_test=prep.apply(ds.x_test), y_test=np.asarray(ds.y_test, dtype=np.int64))
+    log.debug("calibration data: %s, %s", spec.text, prepared.normalisation.describe())
+    test = prepared.split("test")
+    record = RunRecord(dataset=ds.spec, split=ds.split, normalisation=prepared.normalisation,
+                       transform=prepared.transform, labels=tuple(str(v) for v in ds.labels),
+                       test_accuracy=run_record.test_accuracy if run_record is not None else None)
+    d = _Data(record=record, x_calib=prepared.split("train", indices=idx).x, calibration_split="train",
+              preprocessing=prepared.preprocessing.to_dict(), x_test=test.x, y_test=test.y)
     if config.qat:
-        d.x_train = prep.apply(ds.x_train)
-        d.y_train = np.asarray(ds.y_train, dtype=np.int64)
-        d.x_val = prep.apply(ds.x_val)
-        d.y_val = np.asarray(ds.y_val, dtype=np.int64)
+        train, val = prepared.split("train"), prepared.split("val")
+        d.x_train, d.y_train, d.x_val, d.y_val = train.x, train.y, val.x, val.y
     return d
 
 
@@ -367,32 +258,21 @@ def _representative(x: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
 # evaluation
 
 
-def tflite_predict(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """Run a batch-1 .tflite on every sample of float ``x`` with the LiteRT reference kernels (bit-exact, no
-    delegates); returns float (dequantised) outputs."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def _preprocessing_dict(record: RunRecord | None, d: _Data, run_meta: dict[str, Any] | None
+                        ) -> dict[str, Any] | None:
+    """The composed preprocessing a device applies to the calibration source's raw samples."""
+    if d.calibration_split == "random" or record is None:
+        return (run_meta or {}).get("preprocessing")
+    return d.preprocessing
 
-    interp = Interpreter(model_content=model_bytes,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    outd = interp.get_output_details()[0]
-    in_scale, in_zero = inp["quantization"]
-    out_scale, out_zero = outd["quantization"]
-    dtype = np.dtype(inp["dtype"])
-    results = []
-    for i in range(x.shape[0]):
-        sample = x[i:i + 1].astype(np.float32)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            sample = np.clip(np.round(sample / in_scale) + in_zero, info.min, info.max).astype(dtype)
-        interp.set_tensor(inp["index"], sample)
-        interp.invoke()
-        y = interp.get_tensor(outd["index"])
-        if np.dtype(y.dtype).kind in "iu" and out_scale:
-            y = (y.astype(np.float32) - out_zero) * out_scale
-        results.append(np.asarray(y, dtype=np.float32).reshape(-1))
-    return np.stack(results) if results else np.zeros((0,), np.float32)
+
+def tflite_predict(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    """Float (dequantised) outputs of a .tflite on float ``x`` with the LiteRT reference kernels (no delegates)."""
+    from toolchain.runtime import dequantize_output, open_runtime, quantize_input
+
+    runner = open_runtime(model_bytes, runtime="litert", reference_kernels=True)
+    y = runner.run_many(quantize_input(x, runner.input_details[0]))
+    return dequantize_output(y, runner.output_details[0]).reshape(len(x), -1)
 
 
 def _evaluate(model, model_bytes: bytes, d: _Data, autoencoder: bool) -> dict[str, Any] | None:
@@ -416,30 +296,34 @@ def _evaluate(model, model_bytes: bytes, d: _Data, autoencoder: bool) -> dict[st
 # quantise
 
 
-def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: str | None = None,
+def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: str | DatasetSpec | None = None,
              config: QuantConfig = QuantConfig(), force: bool = False, evaluate: bool = True) -> dict[str, Any]:
-    """Full-integer int8 quantisation (optionally after QAT); writes OUT.tflite + OUT.json, returns the sidecar."""
+    """Full-integer int8 quantisation (optionally after QAT); writes OUT.tflite + OUT.json, returns the sidecar.
+
+    ``dataset``: a spec (default: the run's), or ``"random"`` for uniform [0, 1) calibration samples."""
     config.validate()
     src = check_keras_file(model_path)
     out = _check_tflite_output(output, force, src)
     run_meta = load_run_metadata(src)
-    dataset = dataset if dataset is not None else (run_meta or {}).get("dataset")
-    if not dataset:
+    run_record = RunRecord.from_metadata(run_meta)
+    if dataset is None and run_record is None:
         raise UsageError("no dataset given and the model has no run metadata naming one; pass --dataset "
                          f"(a dataset spec, or '{RANDOM_DATASET}' for random calibration data)",
                          received=str(src))
-    if dataset != RANDOM_DATASET:
-        from toolchain import data as tdata
-
-        tdata.parse_spec(dataset)  # validates the spec's form before loading anything heavy
+    if dataset == RANDOM_DATASET:
+        spec = None
+    elif isinstance(dataset, DatasetSpec):
+        spec = dataset
+    else:  # parsed before anything heavy is loaded
+        spec = DatasetSpec.parse(dataset) if dataset is not None else run_record.dataset
     model = load_keras_model(src)
-    autoencoder = _is_autoencoder(model, run_meta)
-    d = _prepare_data(dataset, model, run_meta, config, autoencoder)
+    autoencoder = is_autoencoder(model, run_meta)
+    d = _prepare_data(spec, model, run_record, config, autoencoder)
 
     import tensorflow as tf
 
     qat_info: dict[str, Any] | None = None
-    layer_names = _layer_names(model)
+    names = layer_names(model)
     if config.qat:
         from toolchain.quant_qat import run_qat
 
@@ -447,7 +331,7 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
                                    x_calib=d.x_calib)
         conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen_concrete_function(qmodel)], qmodel)
     else:
-        conv = _converter(model)
+        conv = keras_converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = _representative(d.x_calib)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -459,12 +343,12 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
     conv.inference_output_type = io_type
     if not config.per_channel:
         conv._experimental_disable_per_channel = True
-    data = _run_converter(conv, "int8 quantisation", layer_names)
+    data = run_converter(conv, "int8 quantisation", names)
 
     from toolchain.quant_tflite import describe
 
     info = describe(data)
-    float_ops = [dict(f, layer=_layer_from_name(f["output"], layer_names)) for f in info["float_ops"]]
+    float_ops = [dict(f, layer=layer_from_name(f["output"], names)) for f in info["float_ops"]]
     if float_ops and not config.allow_float_fallback:
         first = float_ops[0]
         where = f"layer '{first['layer']}'" if first["layer"] else f"tensor '{first['output']}'"
@@ -484,7 +368,7 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
         "io_dtype": config.io_dtype,
         "per_channel": bool(config.per_channel),
         "calibration_samples": int(d.x_calib.shape[0]),
-        "calibration_split": "random" if dataset == RANDOM_DATASET else "train",
+        "calibration_split": d.calibration_split,
         "calibration_seed": config.seed,
         "qat": bool(config.qat),
         "qat_epochs": int(config.qat_epochs) if config.qat else 0,
@@ -493,9 +377,14 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
     }
     if qat_info is not None:
         quantization["qat_details"] = qat_info
-    meta = _metadata(model_path=src, model=model, run_meta=run_meta, dataset=d.dataset,
-                     preprocessing=d.preprocessing, labels=d.labels, num_classes=d.num_classes,
-                     seed=d.split_seed, split=d.split, quantization=quantization)
+    record = d.record
+    if record is not None and d.calibration_split == "train":
+        from toolchain.data import input_statistics
+        from toolchain.tflite_model import parse_tflite
+
+        record = replace(record, calibration=input_statistics(d.x_calib, parse_tflite(data).input_quant_range()))
+    meta = _metadata(model_path=src, model=model, run_meta=run_meta, record=record,
+                     preprocessing=_preprocessing_dict(record, d, run_meta), quantization=quantization)
     meta["tensors"] = _io_summary(info)
     if evaluation is not None:
         meta["evaluation"] = evaluation

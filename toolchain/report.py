@@ -133,12 +133,22 @@ def _summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 _ROW_KEYS = ("accuracy", "agreement", "rmse", "mae", "l2r", "cosine", "sqnr_db")
 
 
+def data_line(r: dict[str, Any]) -> str:
+    """One line on the evaluated data: source, split, samples, normalisation and model input transform with their
+    provenance."""
+    d = r["dataset"]
+    n, pp = d["normalisation"], d["preprocessing"]
+    return (f"data: {d['spec']} {d['split']} split, {d['samples']} samples, {d['num_classes']} classes; "
+            f"normalisation raw x {n['scale']:.6g} ({n['provenance']}: {n['detail']}); model input "
+            f"{'x'.join(map(str, pp['input_shape']))} (resize {pp['resize']}, channels {pp['channels']}; transform "
+            f"{d['transform_source']})")
+
+
 def render_markdown(r: dict[str, Any], plots: list[str], plot_note: str | None) -> str:
     L = [f"# Verification report: {'PASSED' if r['passed'] else 'FAILED'}", ""]
-    d = r["dataset"]
-    L.append(f"Data: `{d['spec']}` {d['split']} split, {r['samples']} samples, {d['num_classes']} classes "
-             f"(preprocessing from {d['preprocessing_source']}). Created {r['created_utc']}, "
-             f"toolchain {r['toolchain_version']}.")
+    L.append(data_line(r)[0].upper() + data_line(r)[1:] + ".")
+    L.append(f"Created {r['created_utc']}, toolchain {r['toolchain_version']}.")
+    L += [f"- warning: {w}" for w in r.get("warnings") or []]
     L.append("")
     L += ["| | reference | candidate |", "|---|---|---|"]
     L += [f"| {a} | {b} | {c} |" for a, b, c in _summary_rows(r)]
@@ -171,6 +181,7 @@ def render_markdown(r: dict[str, Any], plots: list[str], plot_note: str | None) 
         L.append(f"{le['status']}: {le['reason']}")
     cand = r["candidate"]
     if cand.get("per_class_accuracy"):
+        d = r["dataset"]
         labels = d.get("labels") or [str(i) for i in range(d["num_classes"])]
         ref_pc = (r.get("reference") or {}).get("per_class_accuracy") or [None] * len(labels)
         L += ["", "## Per-class accuracy", "", "| class | reference | candidate |", "|---|---|---|"]
@@ -203,8 +214,8 @@ def render_html(r: dict[str, Any], plots: list[str], plot_note: str | None) -> s
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#eee} td:first-child{text-align:left}"
         ".pass{color:#070}.fail{color:#b00;font-weight:bold} img{max-width:100%;margin:0.5em}</style></head><body>",
         f"<h1>Verification report: <span class='{'pass' if r['passed'] else 'fail'}'>{status}</span></h1>",
-        f"<p>Data: <code>{e(r['dataset']['spec'])}</code> {e(r['dataset']['split'])} split, {r['samples']} samples, "
-        f"{r['dataset']['num_classes']} classes. Created {e(r['created_utc'])}.</p>",
+        f"<p>{e(data_line(r))}. Created {e(r['created_utc'])}.</p>",
+        *[f"<p class='fail'>warning: {e(w)}</p>" for w in r.get("warnings") or []],
         table(["", "reference", "candidate"], [[e(a), e(b), e(c)] for a, b, c in _summary_rows(r)]),
         f"<p>Accuracy drop: {e(_fmt(r['accuracy_drop_pp'], 'pp') if r['accuracy_drop_pp'] is not None else '–')}; "
         f"size ratio {e(_fmt(r['sizes']['ratio']))}; speed-up {e(_fmt(r['latency_ms']['speedup']))}.</p>",

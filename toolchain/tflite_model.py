@@ -156,6 +156,27 @@ class TFLiteModel:
     def output_tensors(self) -> list[Tensor]:
         return [self.tensors[i] for i in self.outputs]
 
+    def input_quant_range(self) -> tuple[float, float] | None:
+        """The float range the first input's int8/uint8/int16 quantisation represents: the input tensor's own, or,
+        for a float input, that of the QUANTIZE op that consumes it. None when the input is never quantised."""
+        if not self.inputs:
+            return None
+        t = self.tensor(self.inputs[0])
+        if t.dtype not in _INT_RANGES:
+            q = next((op for op in self.operators if op.opcode == "QUANTIZE" and op.inputs
+                      and op.inputs[0] == t.index and op.outputs), None)
+            if q is None:
+                return None
+            t = self.tensor(q.outputs[0])
+        if t.dtype not in _INT_RANGES or t.scale is None or len(t.scale) != 1 or t.zero_point is None:
+            return None
+        lo, hi = _INT_RANGES[t.dtype]
+        s, z = float(t.scale[0]), int(t.zero_point[0])
+        return ((lo - z) * s, (hi - z) * s)
+
+
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
 
 # --------------------------------------------------------------------------------------------------------------
 # public entry points

@@ -30,6 +30,7 @@ import numpy as np
 
 import toolchain
 from toolchain.keras_io import check_keras_file
+from toolchain.specs import DatasetSpec, RunRecord, SplitParams
 from toolchain.errors import ModelError, UsageError
 from toolchain.fsutil import atomic_write_json, check_output_dir
 from toolchain.fsutil import output_dir as _atomic_output_dir
@@ -273,7 +274,7 @@ def _deterministic(seed: int) -> Iterator[None]:
             tf_config.disable_op_determinism()
 
 
-def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathLike = "runs/model",
+def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir: str | os.PathLike = "runs/model",
           options: TrainOptions | None = None, force: bool = False) -> dict[str, Any]:
     """Train ``model`` (a zoo name) on ``dataset`` and write a run folder; returns the metadata dict.
 
@@ -311,8 +312,10 @@ def train(model: str | None, dataset: str = "digits", output_dir: str | os.PathL
     from toolchain import data as tdata
 
     t_start = time.perf_counter()
-    ds = tdata.load_dataset(dataset, seed=opts.seed, val_fraction=float(opts.val_fraction),
-                            test_fraction=TEST_FRACTION)
+    spec = dataset if isinstance(dataset, DatasetSpec) else DatasetSpec.parse(dataset)
+    dataset = spec.text
+    ds = tdata.load_dataset(spec, split=SplitParams(seed=opts.seed, val_fraction=float(opts.val_fraction),
+                                                    test_fraction=TEST_FRACTION))
 
     with _deterministic(opts.seed):
         return _fit_and_save(model_name, dataset, ds, out, opts, init_path, init_meta, shape_override, force,
@@ -382,7 +385,10 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                     run_eagerly=bool(opts.run_eagerly))
 
-    prep = tdata.make_preprocessing(ds, model_shape)
+    transform = tdata.model_transform(model_shape, ds.sample_shape)
+    prep = tdata.compose(ds.normalisation, transform, ds.sample_shape, dataset)
+    log.info("preprocessing: %s; model input %s (resize %s, channels %s)", ds.normalisation.describe(),
+             _fmt_shape(model_shape).replace(",", "x"), prep.resize, prep.channels)
     x_tr_raw, y_tr = _subset(ds.x_train, np.asarray(ds.y_train, dtype=np.int64), opts.max_train_samples, opts.seed)
     x_train = prep.apply(x_tr_raw)
     x_val, y_val = prep.apply(ds.x_val), np.asarray(ds.y_val, dtype=np.int64)
@@ -426,16 +432,14 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
         layer.trainable = True
     export = keras.Model(net.inputs, net.outputs, name=net.name)
 
+    record = RunRecord(dataset=ds.spec, split=ds.split, normalisation=ds.normalisation, transform=transform,
+                       labels=tuple(str(label) for label in ds.labels), test_accuracy=test_acc)
     metadata: dict[str, Any] = {
         "model": model_name,
         "task": "classification",
-        "dataset": dataset,
+        **record.to_dict(),
         "preprocessing": prep.to_dict(),
-        "labels": [str(label) for label in ds.labels],
-        "num_classes": int(ds.num_classes),
         "input_shape": [int(d) for d in model_shape],
-        "seed": int(opts.seed),
-        "split": {"val_fraction": float(opts.val_fraction), "test_fraction": TEST_FRACTION},
         "params": int(export.count_params()),
         "float_test_accuracy": test_acc,
         "float_val_accuracy": val_acc,

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from toolchain.cli.app import app, console
+from toolchain.errors import UsageError
 
 
 def _dtypes_line(tensors: dict[str, Any]) -> str:
@@ -53,10 +54,18 @@ def convert_cmd(
     console.print(_weights_line(meta["tensors"]))
 
 
-def _quantise_impl(model: Path, output: Path, dataset: Optional[str], calibration_samples: int, per_tensor: bool,
-                   io: str, qat: bool, qat_epochs: int, qat_learning_rate: float, allow_float_fallback: bool,
-                   seed: int, evaluate: bool, force: bool) -> None:
-    from toolchain.quantise import QuantConfig, quantise
+def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scale: Optional[float],
+                   calibration_samples: int, per_tensor: bool, io: str, qat: bool, qat_epochs: int,
+                   qat_learning_rate: float, allow_float_fallback: bool, seed: int, evaluate: bool,
+                   force: bool) -> None:
+    from toolchain.quantise import RANDOM_DATASET, QuantConfig, quantise
+    from toolchain.specs import DatasetSpec
+
+    if input_scale is not None:
+        if dataset is None or dataset == RANDOM_DATASET:
+            raise UsageError("--input-scale declares the normalisation of a --dataset source; pass --dataset SPEC",
+                             received=f"--input-scale {input_scale:g}")
+        dataset = DatasetSpec.parse(dataset, input_scale)
 
     config = QuantConfig(per_channel=not per_tensor, io_dtype=io, calibration_samples=calibration_samples, qat=qat,
                          qat_epochs=qat_epochs, allow_float_fallback=allow_float_fallback, seed=seed,
@@ -68,7 +77,9 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], calibratio
                   f"{'per-channel' if q['per_channel'] else 'per-tensor'}, io {q['io_dtype']}{qat}) "
                   f"and {Path(output).with_suffix('.json')}")
     console.print(f"calibration: {q['calibration_samples']} samples from the {q['calibration_split']} split of "
-                  f"{meta['dataset']}")
+                  f"{meta['dataset']}" + (f"; normalisation raw x {meta['normalisation']['scale']:.6g} "
+                                          f"({meta['normalisation']['provenance']}: {meta['normalisation']['detail']})"
+                                          if meta.get("normalisation") else ""))
     console.print(_dtypes_line(meta["tensors"]))
     console.print(_weights_line(meta["tensors"]))
     if q["float_ops"]:
@@ -118,6 +129,9 @@ def _make_quantise_command(name: str, hidden: bool) -> None:
         dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
                                               help="Calibration/evaluation data (default: the run's dataset): "
                                                    "digits | npz:PATH | idx:DIR | folder:DIR | keras:NAME | random"),
+        input_scale: Optional[float] = typer.Option(None, "--input-scale",
+                                                    help="Declare the data's normalisation: raw x SCALE = [0, 1] "
+                                                         "value (default: the source's own or inferred)."),
         calibration_samples: int = typer.Option(300, "--calibration-samples", "-n",
                                                 help="Calibration samples from the training split."),
         per_tensor: bool = typer.Option(False, "--per-tensor",
@@ -132,7 +146,7 @@ def _make_quantise_command(name: str, hidden: bool) -> None:
         evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Measure float vs int8 test accuracy."),
         force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     ) -> None:
-        _quantise_impl(model, output, dataset, calibration_samples, per_tensor, io, qat, qat_epochs,
+        _quantise_impl(model, output, dataset, input_scale, calibration_samples, per_tensor, io, qat, qat_epochs,
                        qat_learning_rate, allow_float_fallback, seed, evaluate, force)
 
     command.__doc__ = _QUANTISE_DOC if name == "quantise" else "Alias of `quantise`.\n\n    " + _QUANTISE_DOC

@@ -16,6 +16,9 @@ def train_cmd(
                                                      "--init-from."),
     dataset: str = typer.Option("digits", "--dataset", "-d",
                                 help="digits | npz:PATH | idx:DIR | folder:DIR | keras:NAME"),
+    input_scale: Optional[float] = typer.Option(None, "--input-scale",
+                                                help="Declare the data's normalisation: raw x SCALE = [0, 1] value "
+                                                     "(default: the source's own, or inferred from dtype / range)."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder to create."),
     epochs: int = typer.Option(10, "--epochs", "-e", help="Maximum epochs."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Global mini-batch size."),
@@ -52,13 +55,14 @@ def train_cmd(
 
       toolchain train seed004_cs231n --input-shape 32,32,3 --strategy mirrored --output runs/cs231n
     """
+    from toolchain.specs import DatasetSpec
     from toolchain.train import TrainOptions, train
 
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                            seed=seed, augment=augment, init_from=init_from, freeze_conv=freeze_conv,
                            strategy=strategy, val_fraction=val_fraction, input_shape=input_shape,
                            max_train_samples=max_train_samples, run_eagerly=eager)
-    meta = train(model, dataset, output, options, force=force)
+    meta = train(model, DatasetSpec.parse(dataset, input_scale), output, options, force=force)
     t = meta["training"]
     lines = [
         f"trained {meta['model']} on {meta['dataset']}: float test accuracy "

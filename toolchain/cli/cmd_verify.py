@@ -30,8 +30,13 @@ def verify_cmd(
     warmup: int = typer.Option(10, "--warmup", help="Untimed warm-up inferences per model."),
     top_k: int = typer.Option(3, "--top-k", help="Also report top-k accuracy (and top-5); a k >= the number of "
                                                     "classes is left out of the report."),
-    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop",
-                                            help="Gate: reference - candidate accuracy, percentage points."),
+    input_scale: Optional[float] = typer.Option(None, "--input-scale",
+                                                help="Declare the data's normalisation: raw value x SCALE = [0, 1] "
+                                                     "value (default: the source's own, or inferred from the dtype "
+                                                     "/ value range)."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop",
+                                                      help="Gate: reference - candidate accuracy, percentage points "
+                                                           "(default 1.0 with --reference; needs --reference)."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
                                                   help="Gate: minimum fraction of same-argmax predictions."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy",
@@ -46,6 +51,10 @@ def verify_cmd(
                                      help="Per-layer int8 error with TF's QuantizationDebugger (needs a .keras "
                                           "reference and TensorFlow)."),
     layer_debug_samples: int = typer.Option(50, "--layer-debug-samples", help="Samples for the per-layer debugger."),
+    input_check: bool = typer.Option(True, "--input-check/--no-input-check",
+                                     help="Sanity checks of the evaluation: input_distribution (inputs vs the "
+                                          "recorded calibration inputs) and reference_sanity (reference vs its "
+                                          "training-time test accuracy)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots in the HTML/Markdown report."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output folder / baseline file."),
 ) -> None:
@@ -70,17 +79,19 @@ def verify_cmd(
     from toolchain.report import write_reports
     from toolchain.verify import VerifyOptions, failed_check_messages, make_baseline, verify
 
-    options = VerifyOptions(dataset=dataset, split=split, max_samples=max_samples, runtime=runtime, threads=threads,
+    options = VerifyOptions(dataset=dataset, input_scale=input_scale, split=split, max_samples=max_samples,
+                            runtime=runtime, threads=threads,
                             top_k=top_k, layer_debug=layer_debug, layer_debug_samples=layer_debug_samples,
                             latency_runs=runs, latency_warmup=warmup, max_accuracy_drop=max_accuracy_drop,
                             min_agreement=min_agreement, min_accuracy=min_accuracy,
                             baseline=str(baseline) if baseline else None, max_regression=max_regression,
-                            plots=plots)
+                            input_check=input_check, plots=plots)
     options.validate()
+    options.check_gate(reference is not None)
     check_output_dir(output, force)
     if write_baseline is not None:
         check_output_file(write_baseline, force, option="--write-baseline")
-    report = verify(reference, candidate, options)
+    report = verify(reference, candidate, options).to_json()
     with output_dir(output, force) as tmp:
         write_reports(report, tmp, plots=plots)
     if write_baseline is not None:
@@ -91,7 +102,7 @@ def verify_cmd(
         console.print(f"baseline: {write_baseline}")
     if not report["passed"]:
         raise CheckFailed(failed_check_messages(report))
-    console.print("verify: PASSED" + ("" if report["checks"] else " (no checks applied)"))
+    console.print("verify: PASSED")
 
 
 def _out(text: str) -> None:
@@ -99,8 +110,11 @@ def _out(text: str) -> None:
 
 
 def render_summary(report: dict) -> None:
-    from toolchain.report import _summary_rows, _fmt
+    from toolchain.report import _fmt, _summary_rows, data_line
 
+    _out(data_line(report))
+    for w in report.get("warnings") or []:
+        _out(f"warning: {w}")
     rows = _summary_rows(report)
     w = max(len(a) for a, _, _ in rows)
     w2 = max([len("reference")] + [len(b) for _, b, _ in rows])  # the header must fit a '–' column too
