@@ -18,7 +18,7 @@ from toolchain.data import (
     calibration_indices,
     list_datasets,
     load_dataset,
-    load_prepared,
+    load_split,
     make_preprocessing,
     read_idx,
     resize_bilinear,
@@ -177,7 +177,7 @@ def test_split_deterministic_and_seeded(tmp_path):
     assert not np.array_equal(a.x_test, c.x_test)
     _split_disjoint_complete(a, 300)
     _split_disjoint_complete(c, 300)
-    assert a.split == {"seed": 7, "val_fraction": 0.1, "test_fraction": 0.2, "test_source": "split"}
+    assert a.summary()["split"] == {"seed": 7, "val_fraction": 0.1, "test_fraction": 0.2, "test_source": "split"}
 
 
 def test_split_stratified_class_proportions(tmp_path):
@@ -225,7 +225,7 @@ def test_npz_keeps_test_split_and_labels(tmp_path):
     np.testing.assert_array_equal(np.bincount(ds.y_val), [4, 4, 4])
     assert ds.labels == ["a", "b", "c"] and ds.num_classes == 3
     assert ds.max_value == 255.0
-    assert ds.split["test_source"] == "dataset"
+    assert ds.test_source == "dataset"
     # train + val is exactly the original train set
     merged = np.concatenate([ds.x_train, ds.x_val]).reshape(60, -1)
     assert sorted(map(bytes, merged)) == sorted(map(bytes, x_tr.reshape(60, -1)))
@@ -683,12 +683,17 @@ def test_to_dict_round_trip_and_reuse(tmp_path, digits):
     again = Preprocessing.from_dict(d)
     assert again == pp
     np.testing.assert_array_equal(again.apply(digits.x_val[:8]), pp.apply(digits.x_val[:8]))
-    ds, reused = load_prepared("digits", (49, 10, 1), preprocessing=d)
-    assert reused == pp and ds.num_classes == 10
-    ds2, built = load_prepared("digits", (28, 28, 1))
-    assert built.input_shape == (28, 28, 1) and built.scale == 1 / 16
-    with pytest.raises(UsageError):
-        load_prepared("digits", (28, 28, 1), preprocessing=d)
+    from toolchain.specs import DatasetSpec, ModelInputTransform, RunRecord
+
+    record = RunRecord(DatasetSpec.parse("digits"), transform=ModelInputTransform((49, 10, 1), "bilinear"))
+    reused = load_split(record, "val", input_shape=(49, 10, 1))
+    assert reused.preprocessing == pp and reused.num_classes == 10 and reused.transform_source == "recorded"
+    np.testing.assert_array_equal(reused.x[:8], pp.apply(digits.x_val[:8]))
+    built = load_split(None, "test", dataset=DatasetSpec.parse("digits"), input_shape=(28, 28, 1))
+    assert built.preprocessing.input_shape == (28, 28, 1) and built.preprocessing.scale == 1 / 16
+    assert built.transform_source == "model input shape"
+    with pytest.raises(UsageError, match="another input shape"):
+        load_split(record, "test", input_shape=(28, 28, 1))
 
 
 def test_preprocessing_validation_errors():

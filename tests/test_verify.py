@@ -261,7 +261,7 @@ def test_layer_debug_skipped_when_it_would_describe_another_model(tmp_path):
     candidate converted from another .keras, its figures would belong to a different model, so it is skipped."""
     import hashlib
 
-    from toolchain.verify import _layer_debug_mismatch
+    from toolchain.verify.layer_debug import _layer_debug_mismatch
 
     ref = tmp_path / "model.keras"
     ref.write_bytes(b"weights")
