@@ -253,6 +253,8 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
 
     # ---- write atomically
     files = []
+    from toolchain.results import ExportManifest
+
     manifest: dict[str, Any] = {}
     with output_dir(out_dir, force) as tmp:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a source folder is as readable as any
@@ -260,23 +262,23 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
             data = text.encode("utf-8")
             (tmp / fname).write_bytes(data)
             files.append({"name": fname, "bytes": len(data), "sha256": sha256_bytes(data)})
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "export": "tflm",
-            "name": cname,
-            "source": {"path": str(src), "file": src.name, "bytes": len(model.data), "sha256": sha},
-            "model_bytes": len(model.data),
-            "params": totals.params,
-            "macs": totals.macs,
-            "peak_activation_bytes": totals.peak_activation_bytes,
-            "section": section,
-            "alignment": 16,
-            "operators": [op for op, _ in methods],
-            "op_resolver": {"count": len(methods), "methods": [mm for _, mm in methods]},
-            "io": io,
-            "num_classes": num_classes,
-            "labels": labels,
-            "arena": {
+        manifest = ExportManifest(
+            format=MANIFEST_FORMAT,
+            export="tflm",
+            name=cname,
+            source={"path": str(src), "file": src.name, "bytes": len(model.data), "sha256": sha},
+            model_bytes=len(model.data),
+            params=totals.params,
+            macs=totals.macs,
+            peak_activation_bytes=totals.peak_activation_bytes,
+            section=section,
+            alignment=16,
+            operators=[op for op, _ in methods],
+            op_resolver={"count": len(methods), "methods": [mm for _, mm in methods]},
+            io=io,
+            num_classes=num_classes,
+            labels=labels,
+            arena={
                 "recorded_bytes": m.recorded_bytes,
                 "smallest_allocating_bytes": m.smallest_allocating_bytes,
                 "margin_pct": margin,
@@ -290,10 +292,10 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
                 "runtime": f"tflite-micro {m.runtime_version}",
                 "note": m.note,
             },
-            "target": fit,
-            "warnings": warnings,
-            "files": files,
-            "toolchain_version": toolchain.__version__,
-        }
+            target=fit,
+            warnings=warnings,
+            files=files,
+            toolchain_version=toolchain.__version__
+        ).to_json()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -381,7 +381,7 @@ def _bad_cases(tmp_path: Path, tiny: Path):
     empty.mkdir()
     return {
         "preprocessing mismatch": (["quantise", mismatch, "-o", out],
-                                   "recorded preprocessing does not produce the model's input shape"),
+                                   "recorded model input transform is for another input shape than the model's"),
         "folder without model": (["quantise", empty, "-o", out, "-d", "digits"], "folder has no model.keras"),
         "missing model": (["quantise", tmp_path / "nope.keras", "-o", out, "-d", "digits"],
                           "model file not found"),

@@ -34,12 +34,13 @@ def _accuracy_from_files(run_dir: Path) -> float:
     """Independent re-measurement: reload model.keras and the data with the recorded preprocessing."""
     import keras
 
-    from toolchain.data import load_prepared
+    from toolchain.data import Preprocessing, load_dataset
 
     meta = json.loads((run_dir / "metadata.json").read_text())
-    ds, prep = load_prepared(meta["dataset"], meta["input_shape"], seed=meta["seed"],
-                             preprocessing=meta["preprocessing"], val_fraction=meta["split"]["val_fraction"],
-                             test_fraction=meta["split"]["test_fraction"])
+    ds = load_dataset(meta["dataset"], seed=meta["seed"], val_fraction=meta["split"]["val_fraction"],
+                      test_fraction=meta["split"]["test_fraction"])
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    assert tuple(prep.input_shape) == tuple(meta["input_shape"])
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     pred = np.argmax(model.predict(prep.apply(ds.x_test), verbose=0), axis=1)
     return float(np.mean(pred == ds.y_test))
@@ -66,7 +67,10 @@ def test_run_folder_contents(trained_seed001):
     assert meta["model"] == "seed001_basic_cnn" and meta["dataset"] == "digits"
     assert meta["num_classes"] == 10 and meta["labels"] == [str(i) for i in range(10)]
     assert meta["input_shape"] == [28, 28, 1] and meta["preprocessing"]["input_shape"] == [28, 28, 1]
-    assert meta["split"] == {"val_fraction": 0.1, "test_fraction": 0.2}
+    assert meta["split"] == {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2}
+    assert meta["normalisation"] == {"scale": 1 / 16, "max_value": 16.0, "provenance": "declared",
+                                     "detail": "digits: pixels 0..16"}
+    assert meta["transform"] == {"input_shape": list(meta["input_shape"]), "resize": "bilinear"}
     assert meta["epochs_run"] == 2 and 0.5 < meta["float_test_accuracy"] <= 1.0
     assert {"tensorflow", "keras", "numpy", "toolchain"} <= set(meta["versions"])
     hist = json.loads((run / "history.json").read_text())

@@ -108,7 +108,9 @@ def test_good_int8_candidate_passes_and_matches_independent_figures(models_dir, 
     assert rep["accuracy_drop_pp"] == pytest.approx((ind["ref_acc"] - ind["cand_acc"]) * 100, abs=1e-6)
     assert rep["reference"]["accuracy"] > 0.85
     assert rep["passed"] is True
-    assert [c["name"] for c in rep["checks"]] == ["max_accuracy_drop"] and rep["checks"][0]["threshold"] == 1.0
+    # the run metadata of this hand-made reference records no test accuracy: no reference_sanity check
+    assert [c["name"] for c in rep["checks"]] == ["input_distribution", "max_accuracy_drop"]
+    assert rep["checks"][-1]["threshold"] == 1.0
     assert [r["name"] for r in rep["rows"]] == ["reference vs ground truth", "candidate vs ground truth",
                                                "candidate vs reference"]
     cm = np.array(rep["candidate"]["confusion_matrix"])
@@ -141,7 +143,8 @@ def test_damaged_candidate_fails_the_gate(models_dir, tmp_path, capsys):
     assert "max_accuracy_drop" in err and "min_agreement" in err
     rep = json.loads((out / "report.json").read_text())  # the reports are written before exit 1
     assert rep["passed"] is False
-    assert {c["name"]: c["passed"] for c in rep["checks"]} == {"max_accuracy_drop": False, "min_agreement": False}
+    assert {c["name"]: c["passed"] for c in rep["checks"]} == {"input_distribution": True, "max_accuracy_drop": False,
+                                                                 "min_agreement": False}
     ind = _independent(models_dir, "bad_int8.tflite")
     assert rep["candidate"]["accuracy"] == pytest.approx(ind["cand_acc"], abs=1e-9)
     assert rep["accuracy_drop_pp"] > 5
@@ -151,7 +154,7 @@ def test_damaged_candidate_fails_the_gate(models_dir, tmp_path, capsys):
 def test_baseline_regression_is_caught(models_dir, tmp_path, capsys):
     good = tmp_path / "good"
     assert cli(["verify", "-c", str(models_dir / "good_int8.tflite"), "-o", str(good), "--runs", "5",
-                "--write-baseline", str(tmp_path / "base.json")]) == 0
+                "--min-accuracy", "0.5", "--write-baseline", str(tmp_path / "base.json")]) == 0
     assert load_baseline(tmp_path / "base.json")["accuracy"] == load_baseline(good / "report.json")["accuracy"]
     # candidate alone (no reference): only the baseline check applies
     code = cli(["verify", "-c", str(models_dir / "bad_int8.tflite"), "-o", str(tmp_path / "bad"), "--runs", "5",
@@ -206,10 +209,11 @@ def test_bad_reference_and_options_fail_before_any_evaluation(models_dir, tmp_pa
     blocker.write_text("x")
     capsys.readouterr()
     assert cli(["verify", "-c", cand, "-r", str(corrupt), "-o", str(tmp_path / "a")]) == 2
-    assert cli(["verify", "-c", cand, "-o", str(tmp_path / "b"), "--layer-debug-samples", "0"]) == 2
-    assert cli(["verify", "-c", cand, "-o", str(tmp_path / "c"), "--write-baseline",
+    gate = ["--min-accuracy", "0.5"]
+    assert cli(["verify", "-c", cand, "-o", str(tmp_path / "b"), "--layer-debug-samples", "0", *gate]) == 2
+    assert cli(["verify", "-c", cand, "-o", str(tmp_path / "c"), *gate, "--write-baseline",
                 str(blocker / "sub" / "base.json")]) == 2
-    assert cli(["verify", "-c", cand, "-o", str(blocker / "sub" / "out")]) == 2
+    assert cli(["verify", "-c", cand, "-o", str(blocker / "sub" / "out"), *gate]) == 2
     bad_keras = tmp_path / "bad.keras"
     bad_keras.write_bytes(b"not a zip archive")
     assert cli(["verify", "-c", cand, "-r", str(bad_keras), "-o", str(tmp_path / "d")]) == 2
@@ -248,9 +252,10 @@ def test_summary_columns_align_without_a_reference(monkeypatch, capsys):
 
     monkeypatch.setattr(report_mod, "_summary_rows",
                         lambda r: [("model", "–", "m.tflite"), ("accuracy (top-1)", "–", "94.96 %")])
+    monkeypatch.setattr(report_mod, "data_line", lambda r: "data: (not under test)")
     render_summary({"comparison": None, "accuracy_drop_pp": None, "checks": [],
                     "layer_errors": {"status": "skipped", "reason": "needs a .keras reference"}})
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]
     col = lines[0].index("candidate")
     assert lines[0].index("reference") < col
     assert lines[1].index("m.tflite") == col and lines[2].index("94.96 %") == col

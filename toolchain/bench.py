@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import ModelError, UsageError
+from toolchain.results import BenchResult, TargetBenchResult
 from toolchain.timing import host_info, latency_stats, time_batched, time_single
 
 BENCH_RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow", "tflm", "keras", "c-host", "qemu-m4")
@@ -81,16 +82,13 @@ def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None =
     batch_tp = time_batched(runner, x, batch_size) if n > 1 else None
     mode = runner.batch_mode if n > 1 else None
     d = runner.input_details[0]
-    return {
-        "model": str(path), "size_bytes": path.stat().st_size, "runtime": runner.name,
-        "runtime_version": runner.version, "threads": threads, "runs": runs, "warmup": warmup,
-        "input": {"shape": list(d["shape"]), "dtype": np.dtype(d["dtype"]).name, "source": source},
-        "latency_ms": stats,
-        "throughput_per_s": runs / total if total > 0 else None,
-        "batch_throughput_per_s": batch_tp, "batch_samples": n if batch_tp else None, "batch_mode": mode,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "host": host_info(),
-    }
+    return BenchResult(
+        model=str(path), size_bytes=path.stat().st_size, runtime=runner.name, runtime_version=runner.version,
+        threads=threads, runs=runs, warmup=warmup,
+        input={"shape": list(d["shape"]), "dtype": np.dtype(d["dtype"]).name, "source": source},
+        latency_ms=stats, throughput_per_s=runs / total if total > 0 else None,
+        batch_throughput_per_s=batch_tp, batch_samples=n if batch_tp else None, batch_mode=mode,
+        peak_rss_bytes=peak_rss_bytes(), host=host_info()).to_json()
 
 
 def bench_c(path: Path, runtime: str, runs: int, dataset: str | None) -> dict[str, Any]:
@@ -112,11 +110,9 @@ def bench_c(path: Path, runtime: str, runs: int, dataset: str | None) -> dict[st
         x, _ = _inputs_for(runner, dataset, min(runs, 16))
         inputs = [x[i % len(x):i % len(x) + 1] for i in range(runs)]  # up to 16 distinct samples, --runs runs
     result = dict(run_c_bench(path, runtime, runs=runs, inputs=inputs))
-    result.setdefault("runtime", runtime)
-    result.setdefault("model", str(path))
     result.setdefault("size_bytes", path.stat().st_size)
     result["host"] = host_info()
-    return result
+    return TargetBenchResult(**result).to_json()
 
 
 def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:

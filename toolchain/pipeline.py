@@ -71,6 +71,7 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
     import models
     from toolchain.specs import DatasetSpec
     from toolchain.fsutil import atomic_write_json, check_output_dir
+    from toolchain.results import PipelineSummary
 
     options.validate()
     models.get_spec(options.model)  # unknown model -> ModelError before any work
@@ -141,33 +142,33 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
         raise
 
     lat = report["latency_ms"]
-    summary = {
-        "format": SUMMARY_FORMAT,
-        "toolchain_version": toolchain.__version__,
-        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": options.model,
-        "dataset": options.dataset,
-        "epochs": options.epochs,
-        "epochs_run": artifacts["train"].get("epochs_run"),
-        "samples": report["samples"],
-        "float_accuracy": report["reference"]["accuracy"],
-        "int8_accuracy": report["candidate"]["accuracy"],
-        "accuracy_drop_pp": report["accuracy_drop_pp"],
-        "agreement": (report.get("comparison") or {}).get("agreement"),
-        "params": artifacts["export"].get("params", artifacts["train"].get("params")),
-        "macs": artifacts["export"].get("macs"),
-        "keras_bytes": report["reference"]["size_bytes"],
-        "int8_tflite_bytes": report["candidate"]["size_bytes"],
-        "arena_bytes": artifacts["export"]["arena"]["recommended_bytes"],
-        "arena_recorded_bytes": artifacts["export"]["arena"]["recorded_bytes"],
-        "latency_ms": {"keras_median": lat["reference"]["median"], "int8_median": lat["candidate"]["median"],
-                       "int8_p99": lat["candidate"]["p99"], "speedup": lat["speedup"]},
-        "checks": report["checks"],
-        "passed": report["passed"],
-        "stage_seconds": timings,
-        "artifacts": {"train": "train/", "model": "model_int8.tflite", "sidecar": "model_int8.json",
-                      "firmware": "firmware/", "verify": "verify/report.html"},
-    }
+    summary = PipelineSummary(
+        format=SUMMARY_FORMAT,
+        toolchain_version=toolchain.__version__,
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model=options.model,
+        dataset=options.dataset,
+        epochs=options.epochs,
+        epochs_run=artifacts["train"].get("epochs_run"),
+        samples=report["samples"],
+        float_accuracy=report["reference"]["accuracy"],
+        int8_accuracy=report["candidate"]["accuracy"],
+        accuracy_drop_pp=report["accuracy_drop_pp"],
+        agreement=(report.get("comparison") or {}).get("agreement"),
+        params=artifacts["export"].get("params", artifacts["train"].get("params")),
+        macs=artifacts["export"].get("macs"),
+        keras_bytes=report["reference"]["size_bytes"],
+        int8_tflite_bytes=report["candidate"]["size_bytes"],
+        arena_bytes=artifacts["export"]["arena"]["recommended_bytes"],
+        arena_recorded_bytes=artifacts["export"]["arena"]["recorded_bytes"],
+        latency_ms={"keras_median": lat["reference"]["median"], "int8_median": lat["candidate"]["median"],
+                    "int8_p99": lat["candidate"]["p99"], "speedup": lat["speedup"]},
+        checks=report["checks"],
+        passed=report["passed"],
+        stage_seconds=timings,
+        artifacts={"train": "train/", "model": "model_int8.tflite", "sidecar": "model_int8.json",
+                   "firmware": "firmware/", "verify": "verify/report.html"},
+    ).to_json()
     atomic_write_json(out / "pipeline.json", summary)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)

@@ -128,6 +128,21 @@ class SourceNormalisation:
         return cls(float(d["scale"]), str(d.get("provenance", "recorded")), str(d.get("detail", "")))
 
 
+def check_input_shape(input_shape: Any) -> tuple[int, ...]:
+    """A model input shape without batch: ``(features,)``, ``(H, W)`` or ``(H, W, C)`` with C 1 or 3."""
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise UsageError("input shape must be a sequence of positive integers",
+                         received=f"input_shape={input_shape!r}") from None
+    if not 1 <= len(shape) <= 3 or any(d <= 0 for d in shape):
+        raise UsageError("input shape must be (features,), (H, W) or (H, W, C) with positive sizes",
+                         received=f"input_shape={input_shape!r}")
+    if len(shape) == 3 and shape[2] not in (1, 3):
+        raise UsageError("image input shape must have 1 or 3 channels", received=f"input_shape={shape}")
+    return shape
+
+
 @dataclass(frozen=True)
 class ModelInputTransform:
     """The model's side of preprocessing: its input shape (no batch) and how other sizes are brought to it."""
@@ -136,12 +151,7 @@ class ModelInputTransform:
     resize: str = "bilinear"
 
     def __post_init__(self) -> None:
-        try:
-            shape = tuple(int(d) for d in self.input_shape)
-        except (TypeError, ValueError):
-            raise UsageError("input shape must be a sequence of positive integers",
-                             received=f"input_shape={self.input_shape!r}") from None
-        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
         if self.resize not in RESIZE_MODES + ("auto",):
             raise UsageError(f"resize must be auto or one of {', '.join(RESIZE_MODES)}", received=self.resize)
 

@@ -385,14 +385,14 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                     run_eagerly=bool(opts.run_eagerly))
 
-    transform = tdata.model_transform(model_shape, ds.sample_shape)
-    prep = tdata.compose(ds.normalisation, transform, ds.sample_shape, dataset)
+    prepared = tdata.prepare_loaded(ds, None, input_shape=model_shape)
+    transform, prep = prepared.transform, prepared.preprocessing
     log.info("preprocessing: %s; model input %s (resize %s, channels %s)", ds.normalisation.describe(),
              _fmt_shape(model_shape).replace(",", "x"), prep.resize, prep.channels)
     x_tr_raw, y_tr = _subset(ds.x_train, np.asarray(ds.y_train, dtype=np.int64), opts.max_train_samples, opts.seed)
     x_train = prep.apply(x_tr_raw)
-    x_val, y_val = prep.apply(ds.x_val), np.asarray(ds.y_val, dtype=np.int64)
-    x_test, y_test = prep.apply(ds.x_test), np.asarray(ds.y_test, dtype=np.int64)
+    val, test = prepared.split("val"), prepared.split("test")
+    x_val, y_val, x_test, y_test = val.x, val.y, test.x, test.y
     if len(y_val) == 0 or len(y_test) == 0 or len(y_tr) == 0:
         raise UsageError("dataset too small for train/validation/test splits", received=f"{dataset}: "
                          f"{len(y_tr)} train, {len(y_val)} val, {len(y_test)} test samples")

@@ -78,6 +78,7 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     from firmware_export.cgen.planner import check_plan
     from toolchain.errors import ExportError, ModelError
     from toolchain.fsutil import atomic_write_json, check_output_dir, output_dir, sha256_file
+    from toolchain.results import EngineManifest
 
     path = Path(model_path)
     if not path.is_file():
@@ -97,30 +98,19 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
             inputs = outputs = None
             golden_note = f"no golden vectors: {exc}"
     tflm = tflm_arena(path) if measure_tflm else None
-    manifest: dict[str, Any] = {
-        "format": "c-engine",
-        "name": engine.name,
-        "source_model": str(path),
-        "source_sha256": sha256_file(path),
-        "tflite_bytes": path.stat().st_size,
-        "operators": engine.opcodes,
-        "layers": [{"index": s.index, "op": s.opcode, "function": s.func, "macs": s.macs,
-                    "scratch_bytes": s.scratch_bytes} for s in engine.steps],
-        "macs": engine.macs,
-        "weight_bytes": engine.weight_bytes,
-        "input": {"shape": list(engine.input_shape), "dtype": engine.input_dtype, **engine.core_input},
-        "output": {"shape": list(engine.output_shape), "dtype": engine.output_dtype, **engine.core_output},
-        "arena_bytes": engine.plan.arena_bytes,
-        "memory_plan": engine.plan.to_dict(),
-        "tflm_arena": tflm,
-        "arena_vs_tflm": (round(engine.plan.arena_bytes / tflm["recorded_bytes"], 3)
-                          if tflm and tflm.get("recorded_bytes") else None),
-        "golden_vectors": 0 if inputs is None else len(inputs),
-    }
-    if golden_note:
-        manifest["golden_note"] = golden_note
+    manifest = EngineManifest(
+        format="c-engine", name=engine.name, source_model=str(path), source_sha256=sha256_file(path),
+        tflite_bytes=path.stat().st_size, operators=engine.opcodes,
+        layers=[{"index": s.index, "op": s.opcode, "function": s.func, "macs": s.macs,
+                 "scratch_bytes": s.scratch_bytes} for s in engine.steps],
+        macs=engine.macs, weight_bytes=engine.weight_bytes,
+        input={"shape": list(engine.input_shape), "dtype": engine.input_dtype, **engine.core_input},
+        output={"shape": list(engine.output_shape), "dtype": engine.output_dtype, **engine.core_output},
+        arena_bytes=engine.plan.arena_bytes, memory_plan=engine.plan.to_dict(), tflm_arena=tflm,
+        arena_vs_tflm=(round(engine.plan.arena_bytes / tflm["recorded_bytes"], 3)
+                       if tflm and tflm.get("recorded_bytes") else None),
+        golden_vectors=0 if inputs is None else len(inputs), golden_note=golden_note)
     with output_dir(out_dir, force) as tmp:
-        manifest["files"] = write_engine(engine, tmp, inputs, outputs) + ["manifest.json"]
-        atomic_write_json(tmp / "manifest.json", manifest)
-    manifest["output_dir"] = str(out_dir)
-    return manifest
+        manifest.files = write_engine(engine, tmp, inputs, outputs) + ["manifest.json"]
+        atomic_write_json(tmp / "manifest.json", manifest.to_json())
+    return manifest.to_json()

@@ -7,7 +7,7 @@ Spec forms: ``digits`` (scikit-learn's bundled 8x8 digits, pixels 0..16), ``npz:
 """
 
 from toolchain.data.loading import (PreparedData, PreparedSplit, load_dataset, load_split,  # noqa: F401
-                                    prepare_data, resolve_normalisation)
+                                    prepare_data, prepare_loaded, resolve_normalisation)
 from toolchain.data.preprocess import (Preprocessing, compose, infer_normalisation, input_statistics,  # noqa: F401
                                        model_transform, pad_or_crop, resize_bilinear)
 from toolchain.data.sources import list_sources as list_datasets  # noqa: F401

@@ -101,6 +101,12 @@ def prepare_data(record: RunRecord | None, *, dataset: DatasetSpec | None = None
         raise UsageError("no dataset given and none recorded in the model metadata; pass --dataset SPEC",
                          received="--dataset (missing)")
     ds = load_dataset(spec, split=record.split if record is not None else SplitParams())
+    return prepare_loaded(ds, record, input_shape=input_shape)
+
+
+def prepare_loaded(ds: DatasetSplits, record: RunRecord | None, *,
+                   input_shape: tuple[int, ...] | None = None) -> PreparedData:
+    """``prepare_data`` for a data set already loaded (training loads it first to learn the class count)."""
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
     if record is not None and record.transform is not None:
         transform = record.transform

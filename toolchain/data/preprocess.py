@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import DatasetError, UsageError
-from toolchain.specs import RESIZE_MODES, InputStats, ModelInputTransform, SourceNormalisation
+from toolchain.specs import (RESIZE_MODES, InputStats, ModelInputTransform, SourceNormalisation,
+                             check_input_shape)
 
 CHANNEL_MODES = ("keep", "gray_to_rgb", "rgb_to_gray")
 _CHUNK = 4096  # samples per preprocessing chunk
@@ -46,17 +47,7 @@ class Preprocessing:
     channels: str = "keep"
 
     def __post_init__(self) -> None:
-        try:
-            shape = tuple(int(d) for d in self.input_shape)
-        except (TypeError, ValueError):
-            raise UsageError("input shape must be a sequence of positive integers",
-                             received=f"input_shape={self.input_shape!r}") from None
-        if not 1 <= len(shape) <= 3 or any(d <= 0 for d in shape):
-            raise UsageError("input shape must be (features,), (H, W) or (H, W, C) with positive sizes",
-                             received=f"input_shape={self.input_shape!r}")
-        if len(shape) == 3 and shape[2] not in (1, 3):
-            raise UsageError("image input shape must have 1 or 3 channels", received=f"input_shape={shape}")
-        self.input_shape = shape
+        shape = self.input_shape = check_input_shape(self.input_shape)
         try:
             self.scale = float(self.scale)
         except (TypeError, ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import toolchain
 from toolchain.artifacts import ModelArtifact, open_artifact
 from toolchain.errors import DatasetError, ModelError, UsageError
+from toolchain.results import VerifyReport
 from toolchain.specs import DatasetSpec
 from toolchain.verify.gates import (evaluate_checks, input_distribution_check, load_baseline,
                                     reference_sanity_check)
@@ -87,40 +88,6 @@ class VerifyOptions:
         if not has_reference:
             return None
         return DEFAULT_MAX_ACCURACY_DROP if self.max_accuracy_drop is None else float(self.max_accuracy_drop)
-
-
-@dataclass
-class VerifyReport:
-    """The verification result; ``to_json()`` is report.json (schema: docs/report_schema.md)."""
-
-    format: str
-    toolchain_version: str
-    created_utc: str
-    task: str                                  # "classification" | "outputs"
-    passed: bool
-    samples: int
-    dataset: dict[str, Any]
-    reference: dict[str, Any] | None
-    candidate: dict[str, Any]
-    accuracy_drop_pp: float | None
-    comparison: dict[str, Any] | None
-    rows: list[dict[str, Any]]
-    layer_errors: dict[str, Any]
-    latency_ms: dict[str, Any]
-    sizes: dict[str, Any]
-    baseline: dict[str, Any] | None
-    checks: list[dict[str, Any]]
-    warnings: list[str]
-    input_statistics: dict[str, Any]
-    host: dict[str, Any]
-    plots: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def _evaluate(runner, x_float: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
