@@ -23,3 +23,45 @@ def cli_exit_code(args) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def flatbuffer_counts(path) -> dict:
+    """Params / MACs / activation sizes read straight from the .tflite flatbuffer with the ``tflite`` package and
+    NumPy (an independent reference for the toolchain's own counters), under the reference README's convention:
+    params = weights + biases of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (main subgraph), MACs = their
+    multiply-accumulates (output elements x kernel reduction size)."""
+    from pathlib import Path
+
+    import numpy as np
+    import tflite
+
+    buf = Path(path).read_bytes()
+    model = tflite.Model.GetRootAsModel(buf, 0)
+    g = model.Subgraphs(0)
+    names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+
+    def shape(i):
+        return tuple(int(s) for s in g.Tensors(i).ShapeAsNumpy()) if g.Tensors(i).ShapeLength() else ()
+
+    params = macs = 0
+    ops = []
+    for k in range(g.OperatorsLength()):
+        op = g.Operators(k)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        ins = [int(i) for i in op.InputsAsNumpy()]
+        out = shape(int(op.OutputsAsNumpy()[0]))
+        ops.append(name)
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        w = shape(ins[1])
+        b = shape(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+        params += int(np.prod(w)) + (int(np.prod(b)) if b is not None else 0)
+        if name == "CONV_2D":  # weights [O, KH, KW, I]
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif name == "DEPTHWISE_CONV_2D":  # weights [1, KH, KW, O]: one KHxKW window per output element
+            macs += int(np.prod(out)) * w[1] * w[2]
+        else:  # FULLY_CONNECTED, weights [O, I]
+            macs += int(np.prod(out)) * w[1]
+    return {"params": params, "macs": macs, "ops": ops, "inputs": [shape(int(i)) for i in g.InputsAsNumpy()],
+            "outputs": [shape(int(i)) for i in g.OutputsAsNumpy()]}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from toolchain.bench import bench, host_info
+from toolchain.bench import bench, format_bench, host_info
 from tests.helpers import cli_exit_code as cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
@@ -88,28 +90,10 @@ def test_bench_errors(tmp_path, capsys):
     assert err.count("error:") == 4 and "Traceback" not in err
 
 
-def test_bench_c_engine_rejects_threads_and_honours_runs_with_dataset(tmp_path, monkeypatch, capsys):
-    """--threads does not apply to the C engine (error, not silently ignored); with --dataset the C engine still
-    runs --runs inferences (the distinct samples are cycled) and its wall-clock figure is labelled a mean."""
-    import firmware_export.cgen.bench as cbench
-    from toolchain.bench import bench, format_bench
-
+def test_bench_c_engine_rejects_threads(capsys):
+    """--threads does not apply to the single-threaded C engine: an error, not silently ignored."""
     assert cli(["bench", str(need(HELLO)), "--runtime", "qemu-m4", "--threads", "2"]) == 2
     assert "--threads" in capsys.readouterr().err
-    seen = {}
-
-    def fake_run_c_bench(model_path, runtime, runs=10, inputs=None):
-        seen["n"] = len(inputs)
-        return {"runtime": runtime, "runs": len(inputs), "outputs_match": True, "latency_ms": 0.5}
-
-    monkeypatch.setattr(cbench, "run_c_bench", fake_run_c_bench)
-    d = tmp_path / "d.npz"
-    rng = np.random.default_rng(0)
-    np.savez(d, x_train=rng.random((40, 1), dtype=np.float32), y_train=np.zeros(40, np.int64),
-             x_test=rng.random((30, 1), dtype=np.float32), y_test=np.zeros(30, np.int64))
-    r = bench(need(HELLO), runtime="c-host", runs=20, dataset=f"npz:{d}")
-    assert seen["n"] == 20 and r["runs"] == 20
-    assert ("latency mean (wall clock)", "0.5000 ms") in format_bench(r)
 
 
 def test_host_info_reads_cpu_model():
@@ -129,14 +113,142 @@ def test_bench_c_host_delegates_to_the_c_engine(tmp_path, capsys):
     out = tmp_path / "c.json"
     assert cli(["bench", str(need(HELLO)), "--runtime", "c-host", "--runs", "8", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["runtime"] == "c-host" and r["outputs_match"] is True and r["latency_ms"] > 0
+    assert r["runtime"] == "c-host" and r["outputs_match"] is True and r["mismatches"] == 0 and r["runs"] == 8
+    assert r["latency_ms"] > 0 and ("latency mean (wall clock)", f"{r['latency_ms']:.4f} ms") in format_bench(r)
+    assert r["macs"] == 288 and r["instructions_per_inference"] is None  # 1x16 + 16x16 + 16x1 MACs
     assert "outputs match" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------------------------ C engine on a Cortex-M4 (QEMU)
+
+QEMU_CMD = ["qemu-system-arm", "-M", "mps2-an386", "-icount", "shift=0", "-nographic", "-semihosting", "-monitor",
+            "none", "-serial", "none", "-kernel"]
+# mps2-an386 SysTick runs at 25 MHz; under -icount shift=0 one instruction takes 1 ns: 40 instructions per tick.
+NS_PER_TICK = 40
+
+
+def _need_arm_tools():
+    if not (_have("arm-none-eabi-gcc") and _have("arm-none-eabi-size") and _have("qemu-system-arm")):
+        pytest.skip("arm-none-eabi-gcc / arm-none-eabi-size / qemu-system-arm not installed")
+
+
+def _golden(header: str, array: str) -> np.ndarray:
+    """The rows of ``static const ... ce_golden_<array>[N][M] = {{...}, ...};`` parsed back from the header."""
+    body = re.search(rf"ce_golden_{array}\[CE_GOLDEN_N\]\[CE_GOLDEN_\w+\][^=]*=\s*\{{(.*?)\}};", header, re.S).group(1)
+    return np.array([[int(v) for v in row.split(",")] for row in re.findall(r"\{([^{}]*)\}", body)], dtype=np.int64)
+
+
+def _size_a(path: Path) -> dict[str, int]:
+    """``arm-none-eabi-size -A`` of an ELF or object: section -> bytes (parsed here, not by the toolchain)."""
+    text = subprocess.run(["arm-none-eabi-size", "-A", str(path)], capture_output=True, text=True, check=True).stdout
+    out: dict[str, int] = {}
+    for line in text.splitlines()[2:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] != "Total":
+            out[parts[0]] = out.get(parts[0], 0) + int(parts[1])
+    return out
+
+
+def _qemu_result(elf: Path) -> dict[str, int]:
+    proc = subprocess.run(QEMU_CMD + [str(elf)], capture_output=True, text=True, timeout=120)
+    m = re.search(r"CE_RESULT runs=(\d+) mismatches=(\d+) first=(-?\d+) elapsed=(\d+) unit=ticks stack=(\d+)",
+                  proc.stdout + proc.stderr)
+    assert m, proc.stdout + proc.stderr
+    return dict(zip(("runs", "mismatches", "first", "ticks", "stack"), map(int, m.groups())))
+
+
+def _litert_ref(path: Path, xs: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    din, dout = it.get_input_details()[0], it.get_output_details()[0]
+    outs = []
+    for x in xs:
+        it.set_tensor(din["index"], x.astype(din["dtype"]).reshape(din["shape"]))
+        it.invoke()
+        outs.append(it.get_tensor(dout["index"]).reshape(-1).astype(np.int64))
+    return np.array(outs)
+
+
 @pytest.mark.qemu
-def test_bench_qemu_m4(tmp_path):
-    if not (_have("arm-none-eabi-gcc") and _have("qemu-system-arm")):
-        pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed")
-    r = bench(need(HELLO), runtime="qemu-m4", runs=3)
-    assert r["runtime"] == "qemu-m4" and r["outputs_match"] is True
-    assert r["instructions_per_inference"] > 288  # at least one instruction per MAC of the 3 FC layers
+def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
+    """A real `bench --runtime qemu-m4 --runs 20 --dataset npz:...` of hello_world (3 FULLY_CONNECTED), the build
+    folder kept for inspection (the real run_c_bench, only with keep_dir set), every figure checked against what the
+    test finds itself: the golden inputs are the dataset samples quantised here (16 distinct, cycled to 20 runs),
+    the golden outputs are LiteRT's reference kernels on them, re-running the ELF in QEMU reproduces the result, a
+    corrupted golden output is caught, MACs come from the flatbuffer, flash / RAM from arm-none-eabi-size."""
+    import functools
+
+    import firmware_export.cgen.bench as cbench
+
+    from tests.helpers import flatbuffer_counts
+
+    _need_arm_tools()
+    model = need(HELLO)
+    work = tmp_path / "work"
+    monkeypatch.setattr(cbench, "run_c_bench", functools.partial(cbench.run_c_bench, keep_dir=work))
+    d = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    x_test = rng.random((30, 1), dtype=np.float32)
+    np.savez(d, x_train=rng.random((40, 1), dtype=np.float32), y_train=np.zeros(40, np.int64),
+             x_test=x_test, y_test=np.zeros(30, np.int64))
+    runs = 20
+    r = bench(model, runtime="qemu-m4", runs=runs, dataset=f"npz:{d}")
+    assert r["runtime"] == "qemu-m4" and r["runs"] == runs and r["size_bytes"] == model.stat().st_size
+    assert r["latency_ms"] is None  # no wall clock under QEMU: instructions instead
+
+    # golden vectors: the dataset samples, quantised here (TFLite QUANTIZE: round half away from zero), 16 distinct
+    # samples cycled to --runs; outputs equal LiteRT's reference kernels run here on those inputs
+    header = next(work.glob("*_golden.h")).read_text()
+    gin, gout = _golden(header, "in"), _golden(header, "out")
+    from ai_edge_litert.interpreter import Interpreter
+
+    s, z = Interpreter(model_path=str(model)).get_input_details()[0]["quantization"]  # 0.02448, -128
+    v = x_test[:16, 0] / np.float32(s)
+    q = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + z, -128, 127).astype(np.int64)
+    assert gin.shape == (runs, 1) and np.array_equal(gin[:, 0], q[np.arange(runs) % 16])
+    assert np.array_equal(gout, _litert_ref(model, gin.astype(np.int8)))
+    assert r["outputs_match"] is True and r["mismatches"] == 0
+
+    # MACs: 1x16 + 16x16 + 16x1 = 288 from the flatbuffer's weight shapes
+    counts = flatbuffer_counts(model)
+    assert counts["macs"] == 288 and r["macs"] == counts["macs"]
+
+    # instructions: re-running the same ELF under QEMU (deterministic with -icount) gives the same SysTick count
+    elf = next((work / "build_m4").glob("*.elf"))
+    again = _qemu_result(elf)
+    assert again["runs"] == runs and again["mismatches"] == 0 and again["first"] == -1
+    assert r["instructions_per_inference"] == round(again["ticks"] * NS_PER_TICK / runs)
+    # measured 2,436 instructions per inference (~8.5 per MAC: 3 tiny layers, requantisation dominates)
+    assert counts["macs"] < r["instructions_per_inference"] < 10_000
+    assert r["macs_per_instruction"] == pytest.approx(counts["macs"] / r["instructions_per_inference"], abs=1e-4)
+
+    # flash / RAM from arm-none-eabi-size -A, parsed here: whole firmware = .text + .rodata + .data (golden vectors
+    # live in their own .golden section); the engine's share excludes the harness + startup objects
+    sec = _size_a(elf)
+    assert r["sections"] == {k: n for k, n in sec.items() if k not in (".comment", ".ARM.attributes")}
+    firmware = sec[".text"] + sec[".rodata"] + sec.get(".data", 0) + sec.get(".ARM.exidx", 0)
+    assert r["firmware_flash_bytes"] == firmware
+    harness = 0
+    for obj in ("tflm_hello_world_int8_test.o", "ce_m4_startup.o"):
+        harness += sum(n for k, n in _size_a(work / "build_m4" / obj).items() if k.startswith((".text", ".rodata",
+                                                                                              ".data")))
+    assert r["flash_bytes"] == firmware - harness
+    # the engine holds at least the weights (288 int8) and biases (33 int32) -- measured 1,531 B in all
+    assert 288 + 4 * 33 <= r["flash_bytes"] < r["firmware_flash_bytes"]
+    results_buffer = runs * 1  # the harness's int8 [20][1] output buffer in .bss
+    assert r["static_ram_bytes"] == sec.get(".data", 0) + sec[".bss"] - results_buffer
+    assert r["stack_bytes"] == again["stack"] > 0 and r["ram_bytes"] == r["static_ram_bytes"] + r["stack_bytes"]
+
+    # the harness really compares: one corrupted golden output is reported as one mismatch at its index
+    rows = header.split("ce_golden_out", 1)
+    wrong = int(gout[5, 0]) + 1 if gout[5, 0] < 127 else int(gout[5, 0]) - 1
+    body = re.sub(r"\{(-?\d+)\}", lambda m, c=iter(range(10**6)): "{%d}" % (wrong if next(c) == 5 else
+                                                                                int(m.group(1))), rows[1])
+    (next(work.glob("*_golden.h"))).write_text(rows[0] + "ce_golden_out" + body)
+    from firmware_export.cgen import build
+
+    bad = _qemu_result(build.build_m4(work, r["name"])["elf"])
+    assert (bad["mismatches"], bad["first"]) == (1, 5)

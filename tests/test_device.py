@@ -135,7 +135,8 @@ def check_device_commands(python: str, fixture: Path, block: bool, runtime: str)
     b = json.loads(bench_json.read_text())
     assert b["runtime"] == runtime and b["runs"] == 50
     assert 0 < b["latency_ms"]["min"] <= b["latency_ms"]["median"] <= b["latency_ms"]["p99"]
-    assert b["peak_rss_bytes"] > 0 and b["input"]["dtype"] == "int8"
+    assert b["peak_rss_bytes"] > 2**20 and b["input"] == {"shape": [1, 8, 8, 1], "dtype": "int8", "source": "random"}
+    assert b["size_bytes"] == model.stat().st_size
     out = fixture / f"verify_{runtime}"
     min_acc = max(0.0, expected["accuracy"] - 0.02)
     r = run_device_cli(python, ["verify", "--candidate", str(model), "--dataset", f"npz:{npz}", "--runtime", runtime,
@@ -150,13 +151,15 @@ def check_device_commands(python: str, fixture: Path, block: bool, runtime: str)
     assert rep["passed"] is True and [c["name"] for c in rep["checks"]] == ["min_accuracy"]
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert rep["plots"] == [] and "matplotlib" in rep["plots_note"]  # no matplotlib on the device: noted, no plots
-    # an impossible gate fails with exit 1 and names the check
+    # an impossible gate fails with exit 1 and names the check (the fixture model is below 100 %)
+    assert rep["candidate"]["accuracy"] < 1.0
     r = run_device_cli(python, ["verify", "--candidate", str(model), "--dataset", f"npz:{npz}", "--runtime", runtime,
                                 "--runs", "5", "--min-accuracy", "1.0", "--no-plots", "--output", str(out) + "_fail",
                                 "--force"], block)
-    if rep["candidate"]["accuracy"] < 1.0:
-        assert r.returncode == 1, r.stdout + r.stderr
-        assert "min_accuracy" in r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "min_accuracy" in r.stderr
+    failed = json.loads((Path(str(out) + "_fail") / "report.json").read_text())
+    assert failed["passed"] is False and failed["candidate"]["accuracy"] == rep["candidate"]["accuracy"]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ kernels, and clean failures on bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,6 @@ from firmware_export import export_tflm
 from firmware_export.naming import c_identifier, sanitise
 from firmware_export.op_resolver import TFLM_ADD_METHODS, resolver_methods
 from toolchain.errors import ExportError
-from toolchain.fsutil import sha256_file
 from tests.helpers import run_cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
@@ -216,22 +216,84 @@ def test_op_table_spot_checks():
 # ------------------------------------------------------------------------------------------------ per model
 
 
+_ARENA_SCRIPT = r"""
+import json, os, re, sys, tempfile
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+
+def trial(data, size, invoke):
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.devnull, os.O_WRONLY); os.dup2(fd, 1); os.dup2(fd, 2)
+        try:
+            it = runtime.Interpreter.from_bytes(data, arena_size=int(size))
+            if invoke:
+                d = it.get_input_details(0)
+                it.set_input(np.zeros(tuple(d["shape"]), dtype=d["dtype"]), 0)
+                it.invoke()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+out = {}
+for key, path, smallest, recommended in json.loads(sys.argv[1]):
+    data = open(path, "rb").read()
+    with tempfile.TemporaryFile() as f:
+        saved = os.dup(2); os.dup2(f.fileno(), 2)
+        try:
+            runtime.Interpreter.from_bytes(data, arena_size=1 << 20).print_allocations()
+        finally:
+            os.dup2(saved, 2)
+        f.seek(0); text = f.read().decode()
+    out[key] = {"recorded": int(re.search(r"Arena allocation total (\d+) bytes", text).group(1)),
+                "allocates_at_smallest": trial(data, smallest, False),
+                "allocates_below_smallest": trial(data, smallest - 1, False),
+                "runs_at_recommended": trial(data, recommended, True)}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def tflm_arena(exports):
+    """Per model, measured in a fresh process with tflite-micro's runtime, not with firmware_export.arena: the
+    recorded arena total, and whether allocation succeeds at the manifest's smallest arena / one byte less, and
+    whether the model runs in the recommended arena."""
+    jobs = [(k, str(p), m["arena"]["smallest_allocating_bytes"], m["arena"]["recommended_bytes"])
+            for k, (p, _, m) in exports.items()]
+    proc = _run([sys.executable, "-c", _ARENA_SCRIPT, json.dumps(jobs)], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("key", MODELS)
-def test_manifest_and_arena(key, exports):
+def test_manifest_and_arena(key, exports, tflm_arena):
     path, out_dir, manifest = exports[key]
     on_disk = json.loads((out_dir / "manifest.json").read_text())
     assert on_disk == manifest
-    assert manifest["source"]["sha256"] == sha256_file(path)
-    assert manifest["model_bytes"] == path.stat().st_size
+    assert manifest["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["model_bytes"] == len(path.read_bytes())
     names = {f["name"] for f in manifest["files"]}
     n = manifest["name"]
     assert names == {f"{n}_model_data.h", f"{n}_model_data.c", f"{n}_model_config.h", f"{n}_op_resolver.h",
                      f"{n}_main.cc"}
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(names | {"manifest.json"})
     for f in manifest["files"]:
-        assert (out_dir / f["name"]).stat().st_size == f["bytes"]
-        assert sha256_file(out_dir / f["name"]) == f["sha256"]
+        data = (out_dir / f["name"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (f["bytes"], f["sha256"])
+    # the C array parsed back from the generated .c is the .tflite, byte for byte
+    c_text = (out_dir / f"{n}_model_data.c").read_text()
+    body = re.search(rf"const unsigned char {n}_model_data\[{n.upper()}_MODEL_DATA_LEN\] = \{{(.*?)\}};", c_text,
+                     re.S).group(1)
+    assert bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body)) == path.read_bytes()
+    header = (out_dir / f"{n}_model_data.h").read_text()
+    assert re.search(rf"#define {n.upper()}_MODEL_DATA_LEN {path.stat().st_size}u?\b", header), header
     a = manifest["arena"]
+    # the arena measured here with tflite-micro's runtime (print_allocations, fork-safe allocation trials)
+    mine = tflm_arena[key]
+    assert a["recorded_bytes"] == mine["recorded"]
+    assert mine["allocates_at_smallest"] and not mine["allocates_below_smallest"]
+    assert mine["runs_at_recommended"]
     assert a["proven"] is True
     assert a["recommended_bytes"] % 16 == 0
     assert a["recommended_bytes"] >= a["smallest_allocating_bytes"] >= 1
@@ -605,23 +667,38 @@ def test_cli_export_with_target(exports, tmp_path, capsys):
                                                      * 1.25)) // 16) * 16
     fit = manifest["target"]
     assert fit["target"] == "nrf52840" and fit["fits"] is True
-    assert fit["flash_bytes"] == manifest["model_bytes"] + (16 + 4 * len(manifest["operators"])) * 1024
-    assert fit["ram_bytes"] == a["recommended_bytes"] + sum(t["bytes"] for t in manifest["io"])
+    # estimate: model bytes + 16 KiB runtime + 4 KiB per operator (CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, RESHAPE,
+    # SOFTMAX); RAM: arena + the int8 input (8·8·1) and output (3) buffers
+    ops = {d["op_name"] for d in _litert(path)._get_ops_details()}
+    assert len(ops) == len(manifest["operators"]) == 5
+    assert fit["flash_bytes"] == len(path.read_bytes()) + (16 + 4 * len(ops)) * 1024
+    assert fit["ram_bytes"] == a["recommended_bytes"] + 8 * 8 * 1 + 3
     assert fit["ram_pct"] == round(100 * fit["ram_bytes"] / (256 * 1024), 2)
 
 
-def test_manifest_params_macs_agree_with_inspect_and_hand_counts(exports, capsys):
-    """The manifest carries the same params / MACs / peak activations as `toolchain inspect` (tiny CNN by hand:
-    conv (3·3·1 + 1)·4 = 40 params, 6·6·4·9 = 1,296 MACs; dense 36·3 = 108 params and MACs: the untrained
-    all-zero dense bias is dropped by the converter, so the FULLY_CONNECTED has no bias tensor)."""
+def test_manifest_params_macs_against_flatbuffer_and_hand_counts(exports, capsys):
+    """The manifest's params / MACs / peak activations against independent figures: by hand for the tiny CNN
+    (conv (3·3·1 + 1)·4 = 40 params, 6·6·4·9 = 1,296 MACs; dense 36·3 = 108 params and MACs: the untrained
+    all-zero dense bias is dropped by the converter, so the FULLY_CONNECTED has no bias tensor; peak activations
+    = the int8 input 8·8·1 + the conv output 6·6·4 alive together = 208 B), and for every model from the weight
+    shapes read from the flatbuffer with the tflite package (the reference README's counts)."""
     from toolchain.cli.cmd_export import render_export_summary
-    from toolchain.model_inspect import inspect_tflite
+
+    from tests.helpers import flatbuffer_counts
 
     path, out_dir, manifest = exports["tiny_int8"]
     assert (manifest["params"], manifest["macs"]) == (40 + 108, 1296 + 108)
-    totals = inspect_tflite(path).totals
-    assert (manifest["params"], manifest["macs"], manifest["peak_activation_bytes"]) == \
-        (totals.params, totals.macs, totals.peak_activation_bytes)
+    assert manifest["peak_activation_bytes"] == 8 * 8 * 1 + 6 * 6 * 4
+    for key, (p, _, m) in exports.items():
+        counts = flatbuffer_counts(p)
+        assert (m["params"], m["macs"]) == (counts["params"], counts["macs"]), key
+    readme = {"tflm__hello_world_int8.tflite": (321, 288), "tflm__micro_speech_quantized.tflite": (16_652, 336_000),
+              "tflm__keyword_scrambled_8bit.tflite": (4_226, 4_160),
+              "mlperftiny__pretrainedResnet_quant.tflite": (77_706, 12_501_632),
+              "mlperftiny__kws_ref_model.tflite": (22_604, 2_656_768)}
+    for key, figures in readme.items():
+        if key in exports:
+            assert (exports[key][2]["params"], exports[key][2]["macs"]) == figures, key
     on_disk = json.loads((out_dir / "manifest.json").read_text())
     assert (on_disk["params"], on_disk["macs"]) == (148, 1404)
     assert any(line.startswith("params 148, MACs 1,404") for line in render_export_summary(manifest, out_dir))
@@ -692,7 +769,10 @@ def test_cli_bad_input_exit_2_nothing_written(case, exports, tmp_path, capsys):
     assert code == 2
     assert expect in err and err.startswith("error:") and "Traceback" not in err
     assert not out.exists()
-    assert _no_leftovers(out.parent, out.name) if out.parent.is_dir() else True
+    if case == "unwritable":  # the output's parent is a file: nothing may appear next to it either
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "x"
+    else:
+        assert out.parent.is_dir() and _no_leftovers(out.parent, out.name)
 
 
 def test_cli_existing_output_needs_force(exports, tmp_path, capsys):
