@@ -14,6 +14,7 @@ LiteRT reference-kernel outputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -78,7 +79,8 @@ def make_fixture(out: Path) -> dict:
                "labels": labels, "num_classes": 10, "input_shape": [8, 8, 1], "seed": 0,
                "split": {"val_fraction": 0.1, "test_fraction": 0.2},
                "quantization": {"scheme": "full_int8", "io_dtype": "int8", "per_channel": True,
-                                "calibration_samples": 200, "qat": False, "float_ops": []}}
+                                "calibration_samples": 200, "qat": False, "float_ops": []},
+               "tflite_sha256": hashlib.sha256(data).hexdigest()}
     (out / "model_int8.json").write_text(json.dumps(sidecar, indent=2))
     npz = out / "digits_test.npz"
     np.savez(npz, x_train=x_raw[train_idx[:50]], y_train=y[train_idx[:50]], x_test=x_raw[test_idx], y_test=y[test_idx])
