@@ -93,14 +93,8 @@ def _tensor_info(t, kind: str, index: int) -> dict[str, Any]:
     }
 
 
-def _labels(model_path: Path, num_classes: int, warnings: list[str]) -> tuple[list[str], str]:
-    from toolchain.metadata import load_tflite_metadata
-
-    try:
-        meta = load_tflite_metadata(model_path)
-    except Exception as exc:  # unreadable sidecar: labels are optional, fall back to numbers
-        warnings.append(f"metadata unreadable, labels are class numbers ({exc})")
-        meta = None
+def _labels(meta: dict[str, Any] | None, num_classes: int, warnings: list[str]) -> tuple[list[str], str]:
+    """Labels from the model's metadata (a sidecar is already checked against the model's sha256)."""
     labels = meta.get("labels") if isinstance(meta, dict) else None
     if isinstance(labels, list) and labels and all(isinstance(x, (str, int)) for x in labels):
         if len(labels) == num_classes:
@@ -185,7 +179,8 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
                 force: bool = False) -> dict[str, Any]:
     """Export ``model_path`` for TFLM into ``out_dir`` (atomically); returns the manifest dict.
 
-    Raises ModelError (unreadable/corrupt model), ExportError (bad name/section, unsupported operator, model TFLM
+    Raises ModelError (unreadable/corrupt model, or a sidecar ``NAME.json`` whose ``tflite_sha256`` is not this
+    model's), ExportError (bad name/section, unsupported operator, model TFLM
     cannot allocate), UsageError (bad margin, unknown target, unwritable folder), OutputExistsError.
     """
     import toolchain
@@ -194,6 +189,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     from firmware_export.op_resolver import model_operator_names, resolver_methods
     from firmware_export.targets import fit_report, get_target
     from toolchain.fsutil import check_output_dir, output_dir, sha256_bytes
+    from toolchain.metadata import load_tflite_metadata
     from toolchain.tflite_model import load_tflite
 
     # ---- validate everything before any work
@@ -204,6 +200,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     margin = check_margin(DEFAULT_MARGIN_PCT if arena_margin is None else arena_margin)
     board = get_target(target) if target else None
     check_output_dir(out_dir, force)
+    meta = load_tflite_metadata(src)  # a sidecar that does not belong to this model is refused here, before work
     methods = resolver_methods(model_operator_names(model))
     if not model.inputs or not model.outputs:
         raise ExportError("the model has no inputs or no outputs", received=str(src))
@@ -226,7 +223,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     arena = m.to_dict()
     arena["formula"] = (f"ceil16(max(recorded {m.recorded_bytes}, smallest allocating {m.smallest_allocating_bytes})"
                         f" x (1 + {margin:g} %)) = {m.recommended_bytes} bytes")
-    labels, labels_source = _labels(src, num_classes, warnings)
+    labels, labels_source = _labels(meta, num_classes, warnings)
     sha = sha256_bytes(model.data)
     from toolchain.model_inspect import inspect_tflite
 

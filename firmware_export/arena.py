@@ -8,7 +8,9 @@ Method (every figure measured, on the host that runs the toolchain):
 2. *smallest allocating*: binary search on ``arena_size`` for the smallest arena in which ``AllocateTensors``
    succeeds. It is larger than the recorded total for some models (hello_world: 1,504 recorded, 1,936 needed)
    because the allocator needs temporary room while planning. Some failed allocations crash the runtime
-   (segfault), so each trial runs in a forked child of a worker subprocess.
+   (segfault), so each trial runs in a forked child of a worker subprocess. The worker and its trial children die
+   with their parent (``toolchain.procutil``: PR_SET_PDEATHSIG on Linux), so a killed ``toolchain export`` leaves
+   no measuring process behind.
 3. *recommended* = ceil16(max(recorded, smallest) x (1 + margin/100)); default margin 10 %.
 4. *proven*: a fresh interpreter allocates with exactly the recommended size and runs one inference.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import ExportError, RuntimeUnavailableError, UsageError
+from toolchain.procutil import child_process_kwargs, die_with_parent, pause_for_test
 
 DEFAULT_MARGIN_PCT = 10.0
 ALIGNMENT = 16
@@ -108,7 +111,8 @@ def measure_arena(model_path: str | os.PathLike, margin_pct: float = DEFAULT_MAR
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env,
+                              **child_process_kwargs())
     except subprocess.TimeoutExpired as exc:
         raise ExportError("measuring the tensor arena timed out", received=f"{path} ({WORKER_TIMEOUT_S} s)") from exc
     result = None
@@ -181,9 +185,12 @@ def _trial(runtime, data: bytes, size: int, invoke: bool, n_inputs: int = 1) -> 
         return attempt()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child: silence TFLM's own error messages, report through the exit status only
         try:
+            die_with_parent(parent)
+            pause_for_test("arena.trial", size=int(size))
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
@@ -243,6 +250,7 @@ def _main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: python -m firmware_export.arena MODEL.tflite MARGIN_PCT\n")
         return 2
+    pause_for_test("arena.worker")
     result = _worker(argv[0], float(argv[1]))
     sys.stdout.write(_RESULT_MARKER + json.dumps(result) + "\n")
     sys.stdout.flush()

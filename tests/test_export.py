@@ -85,7 +85,8 @@ def tiny_models(tmp_path_factory):
     conv.inference_output_type = tf.int8
     int8_path = folder / "tiny_int8.tflite"
     int8_path.write_bytes(conv.convert())
-    (folder / "tiny_int8.json").write_text(json.dumps({"labels": TINY_LABELS, "num_classes": 3}))
+    (folder / "tiny_int8.json").write_text(json.dumps({"labels": TINY_LABELS, "num_classes": 3,
+                                                       "tflite_sha256": sha256_file(int8_path)}))
     float_path = folder / "tiny_float.tflite"
     float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     conv = tf.lite.TFLiteConverter.from_keras_model(model)  # int8 compute, float32 I/O (QUANTIZE/DEQUANTIZE)
@@ -617,7 +618,7 @@ def test_labels_are_escaped_c_strings(tiny_models, tmp_path):
     labels = ['say "hi"', "C:\\dir\\", "naïve??!"]
     model = tmp_path / "odd.tflite"
     model.write_bytes(tiny_models["int8"].read_bytes())
-    (tmp_path / "odd.json").write_text(json.dumps({"labels": labels}))
+    (tmp_path / "odd.json").write_text(json.dumps({"labels": labels, "tflite_sha256": sha256_file(model)}))
     manifest = export_tflm(model, tmp_path / "fw")
     assert manifest["labels"] == labels
     main_c = tmp_path / "labels.c"

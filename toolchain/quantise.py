@@ -10,7 +10,8 @@ frozen to constants), so ``Flatten`` becomes a single RESHAPE and the graph is w
 
 Outputs: ``OUT.tflite`` with the metadata JSON embedded in its metadata table under ``"toolchain"`` (everything but
 its own digest), and the sidecar ``OUT.json`` (the same plus ``tflite_sha256``). Both are written atomically and the
-same model + data + seed give byte-identical files.
+same model + data + seed give byte-identical files. Readers accept the sidecar only when its ``tflite_sha256`` is the
+.tflite's, so a run killed between the two writes cannot leave a pair that disagrees.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from toolchain.specs import DatasetSpec, RunRecord, SplitParams
 from toolchain.fsutil import atomic_write_bytes, atomic_write_json, check_output_file, sha256_bytes, sha256_file
 from toolchain.metadata import (SIDECAR_FORMAT, TFLITE_METADATA_NAME, load_run_metadata,
                                 sidecar_path)
+from toolchain.procutil import pause_for_test
 
 log = logging.getLogger("toolchain.quantise")
 
@@ -128,7 +130,12 @@ def _short_source(model_path: Path) -> str:
 
 
 def _finish(data: bytes, meta: dict[str, Any], output: Path, model_path: Path) -> dict[str, Any]:
-    """Embed ``meta`` in the flatbuffer, write ``output`` and its sidecar atomically; return the sidecar dict."""
+    """Embed ``meta`` in the flatbuffer, write ``output`` and its sidecar atomically; return the sidecar dict.
+
+    The two files are written one after the other (each atomically), the .tflite first. A run killed between the
+    two writes leaves the new .tflite beside the previous sidecar; readers refuse that pair because the sidecar's
+    ``tflite_sha256`` is not the new model's (``toolchain.metadata.check_sidecar``), so they can never disagree.
+    """
     from toolchain.quant_tflite import embed_metadata
 
     payload = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -138,6 +145,7 @@ def _finish(data: bytes, meta: dict[str, Any], output: Path, model_path: Path) -
     sidecar["tflite_sha256"] = sha256_bytes(final)
     sidecar["size_bytes"] = len(final)
     atomic_write_bytes(output, final)
+    pause_for_test("quantise.between_writes")
     atomic_write_json(sidecar_path(output), sidecar)
     return sidecar
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from firmware_export.cgen.generator import TEMPLATE_DIR, _c_float
 from toolchain.errors import ExportError, RuntimeUnavailableError
+from toolchain.procutil import child_process_kwargs
 
 HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 M4_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-std=c99", "-Wall",
@@ -87,7 +88,8 @@ def write_golden(out_dir: Path, engine, inputs: list[np.ndarray], outputs: list[
 
 def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              **child_process_kwargs())  # a killed toolchain leaves no compiler or QEMU behind
     except FileNotFoundError as exc:
         raise RuntimeUnavailableError(f"{cmd[0]} is not installed", received=what) from exc
     except subprocess.TimeoutExpired as exc:
