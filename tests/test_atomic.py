@@ -284,7 +284,8 @@ def test_tflite_rewritten_by_killed_run_is_refused(hello, tmp_path, capsys):
     with pytest.raises(ModelError, match="does not belong to this model"):
         load_tflite_metadata(out)
     for args in (["export", out, "--output", tmp_path / "fw"],
-                 ["verify", "--candidate", out, "--dataset", "random", "--output", tmp_path / "verify"],
+                 ["verify", "--candidate", out, "--dataset", "digits", "--min-accuracy", "0.1",
+                  "--output", tmp_path / "verify"],
                  ["bench", out, "--dataset", "digits", "--runs", "1"]):
         code, _, err = run_cli(args, capsys)
         assert code == 2, (args[0], err)

@@ -22,6 +22,7 @@ from firmware_export import export_tflm
 from firmware_export.naming import c_identifier, sanitise
 from firmware_export.op_resolver import TFLM_ADD_METHODS, resolver_methods
 from toolchain.errors import ExportError
+from toolchain.fsutil import sha256_file
 from tests.helpers import run_cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"

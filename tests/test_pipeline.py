@@ -104,8 +104,9 @@ def test_forced_run_that_fails_keeps_the_previous_run(tmp_path, monkeypatch):
     out.mkdir()
     (out / "pipeline.json").write_text("previous run")
 
-    def failing_train(*args, **kwargs):
-        (out / "train").mkdir()  # the new run has started writing
+    def failing_train(model, dataset, run_dir, *args, **kwargs):
+        run_dir.mkdir(parents=True)  # the new run has started writing (in its temporary folder)
+        assert run_dir.parent != out
         raise ToolchainError("training failed", received="test")
 
     monkeypatch.setattr("toolchain.train.train", failing_train)

@@ -15,11 +15,10 @@ If a stage raises, the partly built run folder is removed (nothing half-written 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import toolchain
@@ -70,23 +69,19 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
     """Run every stage into ``options.output``; returns the summary dict (see the module docstring)."""
     import models
     from toolchain.specs import DatasetSpec
-    from toolchain.fsutil import atomic_write_json, check_output_dir
+    from toolchain.fsutil import atomic_write_json, check_output_dir, output_dir
     from toolchain.results import PipelineSummary
 
     options.validate()
     models.get_spec(options.model)  # unknown model -> ModelError before any work
     DatasetSpec.parse(options.dataset)  # malformed dataset spec -> error before any work
-    out = check_output_dir(options.output, options.force)
-    # With --force an existing run folder is moved aside, not deleted: it comes back if this run fails and is removed
-    # only once the new run is complete (the stages record their final paths, so the run is built in place).
-    previous = None
-    if out.exists():
-        previous = out.with_name(f".{out.name}.previous.{os.getpid()}")
-        os.replace(out, previous)
-    out.mkdir(parents=True)
+    final = check_output_dir(options.output, options.force)
     timings: dict[str, float] = {}
     artifacts: dict[str, Any] = {}
-    try:
+    # The run is built in a temporary folder beside the output and swapped in atomically when complete (an existing
+    # run stays at the path until then, also when this run fails or is killed); the absolute paths the stages
+    # record are then rewritten from the temporary folder to the final one.
+    with output_dir(final, options.force) as out:
         def stage(i: int, name: str):
             log.info("[%d/%d] %s", i, len(STAGES), name)
             if on_stage:
@@ -135,14 +130,9 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
         timings["verify"] = time.perf_counter() - t0
         log.info("  verify: %s (%.1f s)", "passed" if report["passed"] else "FAILED", timings["verify"])
         artifacts = {"train": train_meta, "quantise": quant_meta, "export": manifest}
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        if previous is not None:
-            os.replace(previous, out)
-        raise
 
-    lat = report["latency_ms"]
-    summary = PipelineSummary(
+        lat = report["latency_ms"]
+        summary = PipelineSummary(
         format=SUMMARY_FORMAT,
         toolchain_version=toolchain.__version__,
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -168,11 +158,25 @@ def run_pipeline(options: PipelineOptions, on_stage: Callable[[str, int, int], N
         stage_seconds=timings,
         artifacts={"train": "train/", "model": "model_int8.tflite", "sidecar": "model_int8.json",
                    "firmware": "firmware/", "verify": "verify/report.html"},
-    ).to_json()
-    atomic_write_json(out / "pipeline.json", summary)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+        ).to_json()
+        atomic_write_json(out / "pipeline.json", summary)
+        _relocate(out, final)
     return summary
+
+
+def _relocate(tmp: Path, final: Path) -> None:
+    """Rewrite the temporary folder's path to the final one in the run's text outputs (JSON, Markdown, HTML)."""
+    olds = sorted({str(tmp), str(tmp.resolve())}, key=len, reverse=True)
+    new = str(final.resolve())
+    for f in tmp.rglob("*"):
+        if f.suffix not in (".json", ".md", ".html") or not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8")
+        changed = text
+        for old in olds:
+            changed = changed.replace(old, new)
+        if changed != text:
+            f.write_text(changed, encoding="utf-8")
 
 
 def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
