@@ -64,6 +64,11 @@ def test_default_pipeline_reaches_95_percent_int8_on_digits(tmp_path, capsys):
     assert s["keras_bytes"] == len((out / "train" / "model.keras").read_bytes())
     sidecar = json.loads((out / "model_int8.json").read_text())
     assert sidecar["dataset"] == "digits" and sidecar["quantization"]["io_dtype"] == "int8"
+    # the run was built in a temporary folder beside the output: every recorded path names the final folder
+    assert sidecar["source_model"] == str((out / "train" / "model.keras").resolve())
+    for f in out.rglob("*.json"):
+        assert ".tmp" not in f.read_text(), f
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left beside it
     # an existing run folder is not replaced without --force
     assert cli(["pipeline", "--output", str(out)]) == 2
     assert (out / "pipeline.json").is_file()
