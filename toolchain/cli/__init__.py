@@ -11,6 +11,7 @@ import typer
 
 from toolchain.cli.app import app, err_console, state
 from toolchain.errors import CheckFailed, ToolchainError
+from toolchain.native_stderr import filtered_native_stderr
 
 # Registering commands: each module adds its commands to ``app`` on import (they import heavy libraries lazily).
 from toolchain.cli import (  # noqa: E402,F401
@@ -27,7 +28,17 @@ from toolchain.cli import (  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; without ``--verbose`` third-party log lines on fd 2 are filtered out."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in args or "-v" in args:
+        _main(argv)
+        return
+    with filtered_native_stderr():
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="toolchain", standalone_mode=False)
     except ToolchainError as exc:
