@@ -35,6 +35,10 @@ class ModelSpec:
     description: str
     # Which extra keyword arguments ``build`` accepts for this model, with their defaults.
     options: dict[str, Any] = field(default_factory=dict)
+    # Keras parameter count and MACs per inference of the default build (input_shape, num_classes), recorded so
+    # `toolchain models` needs no TensorFlow; tests/test_models.py checks them against the built model.
+    params: int | None = None
+    macs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +49,8 @@ class ModelSpec:
             "source": self.source,
             "description": self.description,
             "options": dict(self.options),
+            "params": self.params,
+            "macs": self.macs,
         }
 
 

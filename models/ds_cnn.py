@@ -20,6 +20,8 @@ SPEC = ModelSpec(
     source="MLPerf Tiny keyword spotting reference (mlcommons/tiny, DS-CNN)",
     description="Depthwise-separable CNN for keyword spotting (MLPerf Tiny KWS)",
     options={"filters": 64, "blocks": 4},
+    params=24_908,
+    macs=2_656_768,
 )
 
 

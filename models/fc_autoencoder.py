@@ -16,6 +16,8 @@ SPEC = ModelSpec(
     task="autoencoder",
     source="MLPerf Tiny anomaly detection reference (mlcommons/tiny, FC autoencoder, ToyADMOS)",
     description="Fully connected autoencoder for machine-sound anomaly detection (MLPerf Tiny AD)",
+    params=269_992,
+    macs=264_192,
 )
 
 

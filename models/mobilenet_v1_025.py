@@ -18,6 +18,8 @@ SPEC = ModelSpec(
     task="classification",
     source="MLPerf Tiny visual wake words reference (mlcommons/tiny, MobileNetV1 alpha=0.25)",
     description="MobileNetV1 0.25 for person detection (MLPerf Tiny VWW)",
+    params=221_794,
+    macs=7_489_664,
 )
 
 # (pointwise filters, depthwise stride) for the 13 depthwise-separable blocks.

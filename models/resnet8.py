@@ -19,6 +19,8 @@ SPEC = ModelSpec(
     source="MLPerf Tiny image classification reference (mlcommons/tiny, ResNet-8 v1 EEMBC)",
     description="ResNet-8 for CIFAR-10 (MLPerf Tiny IC)",
     options={"base_filters": 16},
+    params=78_666,
+    macs=12_501_632,
 )
 
 

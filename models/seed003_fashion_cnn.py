@@ -16,6 +16,8 @@ SPEC = ModelSpec(
     source="seed project: Fashion-MNIST CNN ([conv-relu-pool] x n, [dense-dropout] x m)",
     description="Configurable [conv-pool] x n + [dense-dropout] x m CNN",
     options={"conv_blocks": 2, "dense_blocks": 1, "base_filters": 32, "dense_units": 128, "dropout": 0.3},
+    params=421_642,
+    macs=4_241_152,
 )
 
 

@@ -15,6 +15,8 @@ SPEC = ModelSpec(
     task="classification",
     source="seed project: CS231n conv layer example (6 filters 5x5, stride 1, no padding) + LeNet head",
     description="LeNet-style CNN for 32x32 RGB (CIFAR-10)",
+    params=62_006,
+    macs=651_720,
 )
 
 

@@ -237,3 +237,24 @@ def test_cli_models_table_and_unknown(capsys):
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "did you mean 'resnet8'" in lines[0]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_recorded_params_and_macs_equal_the_built_model(built, name):
+    """`toolchain models` prints the spec's recorded figures; they must be what the default build really has."""
+    spec = models.get_spec(name)
+    assert spec.params == built[name].count_params()
+    from toolchain.model_inspect import inspect_keras
+
+    assert spec.macs == inspect_keras(built[name]).totals.macs
+
+
+def test_cli_models_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "toolchain", "models"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "seed001_basic_cnn" in res.stdout
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")}, "TF imported"
