@@ -104,8 +104,33 @@ def _labels(meta: dict[str, Any] | None, num_classes: int, warnings: list[str]) 
     return [str(i) for i in range(num_classes)], "class numbers (no labels in the model metadata)"
 
 
+def _preprocessing_block(meta: dict[str, Any] | None, common: dict[str, Any]) -> str:
+    """The config header's record of the preprocessing (source normalisation + model input transform)."""
+    from firmware_export.carray import c_comment
+
+    pre = (meta or {}).get("preprocessing") if isinstance(meta, dict) else None
+    if not isinstance(pre, dict) or not isinstance(pre.get("scale"), (int, float)) or pre["scale"] <= 0:
+        return _render("preprocessing_none.tmpl", **common)
+    norm = meta.get("normalisation") if isinstance(meta.get("normalisation"), dict) else {}
+    shape = "x".join(str(d) for d in pre.get("input_shape") or [])
+    resize = str(pre.get("resize", "none"))
+    resize_text = {"none": f"none (samples are already {shape})", "bilinear": f"bilinear (half-pixel centres, as "
+                   f"tf.image.resize) to {shape}", "pad": f"centred zero pad / crop to {shape}",
+                   "flatten": f"flatten, zero pad or truncate to {shape} features"}.get(resize, resize)
+    channels = str(pre.get("channels", "keep"))
+    channels_text = {"keep": "as they are", "gray_to_rgb": "gray copied to R, G and B",
+                     "rgb_to_gray": "RGB to gray with ITU-R BT.601 weights 0.2989, 0.5870, 0.1140"}.get(channels,
+                                                                                                     channels)
+    detail = f"{norm.get('provenance')}: {norm.get('detail')}" if norm else "recorded"
+    return _render("preprocessing.tmpl", **common, raw_scale=_c_float(float(pre["scale"])),
+                   raw_max=_c_float(1.0 / float(pre["scale"])), resize=c_comment(resize), channels=c_comment(channels),
+                   resize_text=c_comment(resize_text), channels_text=c_comment(channels_text),
+                   normalisation_text=c_comment(f"1/{1.0 / float(pre['scale']):g}, {detail}"))
+
+
 def render_sources(model, name: str, *, source_name: str, sha256: str, section: str | None,
-                   arena: dict[str, Any], labels: list[str], labels_source: str, version: str) -> dict[str, str]:
+                   arena: dict[str, Any], labels: list[str], labels_source: str, version: str,
+                   meta: dict[str, Any] | None = None) -> dict[str, str]:
     """The generated file texts, by file name (pure: no I/O besides reading the templates)."""
     from firmware_export.carray import c_array_body, c_comment, c_string
     from firmware_export.op_resolver import model_operator_names, resolver_methods
@@ -145,7 +170,8 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
         "model_config.h.tmpl", **common, num_inputs=len(model.inputs), num_outputs=len(model.outputs),
         arena_formula=c_comment(arena["formula"]), arena_recorded=arena["recorded_bytes"],
         arena_smallest=arena["smallest_allocating_bytes"], arena_recommended=arena["recommended_bytes"],
-        arena_note=c_comment(arena["note"]), tensor_blocks="".join(blocks), labels_source=c_comment(labels_source),
+        arena_note=c_comment(arena["note"]), tensor_blocks="".join(blocks) + _preprocessing_block(meta, common),
+        labels_source=c_comment(labels_source),
         num_classes=len(labels), labels_body="\n".join(f"  {c_string(x)}," for x in labels))
 
     methods = resolver_methods(model_operator_names(model))
@@ -229,7 +255,8 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
 
     totals = inspect_tflite(model).totals  # the same figures `toolchain inspect` prints
     texts = render_sources(model, cname, source_name=src.name, sha256=sha, section=section, arena=arena,
-                           labels=labels, labels_source=labels_source, version=toolchain.__version__)
+                           labels=labels, labels_source=labels_source, version=toolchain.__version__,
+                           meta=meta)
 
     io_bytes = 0
     io = []

@@ -828,3 +828,23 @@ def test_cli_format_c_validates_input_and_tflm_only_options(monkeypatch, exports
                            capsys)
     assert code == 2 and "--arena-margin applies to --format tflm only" in err
     assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.tflite", "folder.tflite"]
+
+
+def test_config_header_records_the_preprocessing(reference_models_dir, tmp_path):
+    """The firmware must reproduce the recorded preprocessing: the config header carries it from the sidecar."""
+    import hashlib
+
+    src = tmp_path / "hw.tflite"
+    shutil.copy(reference_models_dir / "tflm__hello_world_int8.tflite", src)
+    pre = {"input_shape": [1], "scale": 1 / 255, "resize": "flatten", "channels": "keep"}
+    norm = {"scale": 1 / 255, "max_value": 255.0, "provenance": "inferred", "detail": "uint8 dtype: 0..255"}
+    (tmp_path / "hw.json").write_text(json.dumps({"preprocessing": pre, "normalisation": norm,
+                                                  "tflite_sha256": hashlib.sha256(src.read_bytes()).hexdigest()}))
+    export_tflm(src, tmp_path / "fw")
+    header = (tmp_path / "fw" / "hw_model_config.h").read_text()
+    assert "#define HW_PREPROC_RAW_SCALE 0.00392156863f" in header
+    assert "#define HW_PREPROC_RAW_MAX_VALUE 255.0f" in header
+    assert '#define HW_PREPROC_RESIZE "flatten"' in header and "inferred: uint8 dtype: 0..255" in header
+    (tmp_path / "hw.json").unlink()  # no record: the header says so instead of inventing one
+    export_tflm(src, tmp_path / "fw2")
+    assert "Preprocessing: not recorded" in (tmp_path / "fw2" / "hw_model_config.h").read_text()
