@@ -19,7 +19,7 @@ MAX_LINES = 450
 # toolchain modules firmware_export may import (and the package itself, for __version__).
 CORE = {
     "toolchain", "toolchain.errors", "toolchain.fsutil", "toolchain.metadata", "toolchain.specs",
-    "toolchain.native_stderr", "toolchain.convert", "toolchain.procutil",
+    "toolchain.native_stderr", "toolchain.convert", "toolchain.procutil", "toolchain.results",
     "toolchain.tflite_model", "toolchain.tflite_types", "toolchain.tflite_parse",
     "toolchain.model_inspect", "toolchain.inspect_common", "toolchain.keras_inspect",
 }
