@@ -170,7 +170,9 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
         "model_config.h.tmpl", **common, num_inputs=len(model.inputs), num_outputs=len(model.outputs),
         arena_formula=c_comment(arena["formula"]), arena_recorded=arena["recorded_bytes"],
         arena_smallest=arena["smallest_allocating_bytes"], arena_recommended=arena["recommended_bytes"],
-        arena_note=c_comment(arena["note"]), tensor_blocks="".join(blocks) + _preprocessing_block(meta, common),
+        arena_note=c_comment(arena["note"]), arena_target_text=c_comment(arena.get("target_text") or
+                                                                        "Not measured on a 32-bit target"),
+        tensor_blocks="".join(blocks) + _preprocessing_block(meta, common),
         labels_source=c_comment(labels_source),
         num_classes=len(labels), labels_body="\n".join(f"  {c_string(x)}," for x in labels))
 
@@ -200,10 +202,54 @@ def _is_float_model(model) -> bool:
     return any(t.dtype in ("float32", "float16") for t in acts)
 
 
+def _target_library(on_target: bool | None, tflm_dir, kernels: str, progress):
+    """The TFLM library for the on-target arena measurement, or None when it is off or (auto) unavailable."""
+    from firmware_export.m4.tflm_lib import TFLM_DIR_ENV, tflm_library
+    from firmware_export.m4.tools import tools_available
+
+    if on_target is False:
+        return None
+    engine = {"reference": "tflm", "cmsis-nn": "cmsis-nn"}.get(kernels)
+    if engine is None:
+        raise ExportError("the target kernels must be reference or cmsis-nn", received=f"--kernels {kernels}")
+    if on_target is None and not (tools_available() and (tflm_dir or os.environ.get(TFLM_DIR_ENV))):
+        return None
+    return tflm_library(tflm_dir, engine, progress)
+
+
+def _measure_on_target(export_dir: Path, name: str, model, host_arena: int, lib, margin: float,
+                       progress) -> dict[str, Any]:
+    import tempfile
+
+    from firmware_export.arena import round_up
+    from firmware_export.m4.tflm_firmware import measure_target_arena
+    from firmware_export.m4.tools import QEMU_MACHINE
+
+    if progress:
+        progress(f"measuring the arena on the emulated Cortex-M4F (TFLM {lib.flavour} kernels)")
+    with tempfile.TemporaryDirectory(prefix="tflm_arena_") as work:
+        run = measure_target_arena(export_dir, name, model, host_arena, lib, work)
+    used = run.arena_used_bytes
+    recommended = max(round_up(used * (1.0 + margin / 100.0)), round_up(used))
+    kernels = "TFLM + CMSIS-NN" if lib.flavour == "cmsis-nn" else "TFLM reference kernels"
+    return {"used_bytes": used, "recommended_bytes": recommended, "kernels": lib.flavour, "machine": QEMU_MACHINE,
+            "cpu": "Cortex-M4F", "pointer_bits": 32, "instructions_per_inference": run.instructions_per_inference,
+            "formula": f"ceil16(arena_used_bytes {used} on the Cortex-M4F ({kernels}) x (1 + {margin:g} %)) = "
+                       f"{recommended} bytes",
+            "text": f"On the 32-bit target (Cortex-M4F, {kernels}, QEMU {QEMU_MACHINE}): arena_used_bytes() = "
+                    f"{used}; host recommendation {host_arena} bytes"}
+
+
 def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
                 section: str | None = None, arena_margin: float = 10.0, target: str | None = None,
-                force: bool = False) -> dict[str, Any]:
+                force: bool = False, on_target: bool | None = None, tflm_dir: str | os.PathLike | None = None,
+                target_kernels: str = "cmsis-nn", progress=None) -> dict[str, Any]:
     """Export ``model_path`` for TFLM into ``out_dir`` (atomically); returns the manifest dict.
+
+    ``on_target``: also build the export against a TFLM tree (``tflm_dir`` / ``$TOOLCHAIN_TFLM_DIR``) with
+    ``target_kernels`` (``reference`` or ``cmsis-nn``) for the Cortex-M4F, run it on QEMU and recommend the arena
+    from ``arena_used_bytes()`` on that 32-bit target. ``None`` (default): when the Arm toolchain, QEMU and a tree
+    are available; ``True``: required (RuntimeUnavailableError / UsageError otherwise); ``False``: host figure only.
 
     Raises ModelError (unreadable/corrupt model, or a sidecar ``NAME.json`` whose ``tflite_sha256`` is not this
     model's), ExportError (bad name/section, unsupported operator, model TFLM
@@ -226,6 +272,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     margin = check_margin(DEFAULT_MARGIN_PCT if arena_margin is None else arena_margin)
     board = get_target(target) if target else None
     check_output_dir(out_dir, force)
+    target_lib = _target_library(on_target, tflm_dir, target_kernels, progress)
     meta = load_tflite_metadata(src)  # a sidecar that does not belong to this model is refused here, before work
     methods = resolver_methods(model_operator_names(model))
     if not model.inputs or not model.outputs:
@@ -249,6 +296,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     arena = m.to_dict()
     arena["formula"] = (f"ceil16(max(recorded {m.recorded_bytes}, smallest allocating {m.smallest_allocating_bytes})"
                         f" x (1 + {margin:g} %)) = {m.recommended_bytes} bytes")
+    host_recommended = m.recommended_bytes
     labels, labels_source = _labels(meta, num_classes, warnings)
     sha = sha256_bytes(model.data)
     from toolchain.model_inspect import inspect_tflite
@@ -266,22 +314,32 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
             io_bytes += info["bytes"]
             io.append({k: info[k] for k in ("kind", "index", "name", "dtype", "shape", "bytes", "quantized",
                                              "scale", "zero_point")})
-    fit = None
-    if board is not None:
-        fit = fit_report(board, len(model.data), m.recommended_bytes, io_bytes, len(methods)).to_dict()
-        if not fit["fits"]:
-            warnings.append(f"the model does not fit {board.key}: flash {fit['flash_pct']:.1f} %, "
-                            f"RAM {fit['ram_pct']:.1f} %")
-    for w in warnings:
-        log.warning(w)
 
-    # ---- write atomically
+    # ---- write atomically (the on-target measurement builds from the files in the temporary folder)
     files = []
     from toolchain.results import ExportManifest
 
     manifest: dict[str, Any] = {}
     with output_dir(out_dir, force) as tmp:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a source folder is as readable as any
+        for fname, text in texts.items():
+            (tmp / fname).write_text(text, encoding="utf-8")
+        target_arena = None
+        if target_lib is not None:
+            target_arena = _measure_on_target(tmp, cname, model, host_recommended, target_lib, margin, progress)
+            arena.update(recommended_bytes=target_arena["recommended_bytes"], formula=target_arena["formula"],
+                         target_text=target_arena["text"])
+            texts = render_sources(model, cname, source_name=src.name, sha256=sha, section=section, arena=arena,
+                                   labels=labels, labels_source=labels_source, version=toolchain.__version__,
+                                   meta=meta)
+        fit = None
+        if board is not None:  # from the target's arena when it was measured
+            fit = fit_report(board, len(model.data), arena["recommended_bytes"], io_bytes, len(methods)).to_dict()
+            if not fit["fits"]:
+                warnings.append(f"the model does not fit {board.key}: flash {fit['flash_pct']:.1f} %, "
+                                f"RAM {fit['ram_pct']:.1f} %")
+        for w in warnings:
+            log.warning(w)
         for fname, text in texts.items():
             data = text.encode("utf-8")
             (tmp / fname).write_bytes(data)
@@ -306,7 +364,10 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
                 "recorded_bytes": m.recorded_bytes,
                 "smallest_allocating_bytes": m.smallest_allocating_bytes,
                 "margin_pct": margin,
-                "recommended_bytes": m.recommended_bytes,
+                "recommended_bytes": arena["recommended_bytes"],
+                "recommended_from": "target" if target_arena else "host",
+                "host_recommended_bytes": host_recommended,
+                "target": target_arena,
                 "proven": m.proven,
                 "formula": arena["formula"],
                 "head_bytes": m.head_bytes,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import ModelError, UsageError
+from toolchain.errors import ModelError, ToolchainError, UsageError
 from toolchain.results import BenchResult, TargetBenchResult
 from toolchain.timing import host_info, latency_stats, time_batched, time_single
 
@@ -54,7 +54,8 @@ def _inputs_for(runner, dataset: str | None, n: int, seed: int = 0) -> tuple[np.
 
 
 def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None = None, runs: int = 200,
-          warmup: int = 20, dataset: str | None = None, batch_size: int = 64) -> dict[str, Any]:
+          warmup: int = 20, dataset: str | None = None, batch_size: int = 64, engine: str = "c",
+          tflm_dir: str | os.PathLike | None = None, board: str | None = None, progress=None) -> dict[str, Any]:
     """Benchmark ``model`` (see the module docstring)."""
     if runtime not in BENCH_RUNTIMES:
         raise UsageError(f"unknown runtime; choose one of {', '.join(BENCH_RUNTIMES)}", received=runtime)
@@ -69,6 +70,8 @@ def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None =
         if threads is not None:
             raise UsageError("--threads applies to interpreter runtimes, not to the single-threaded C engine",
                              received=f"--threads {threads} --runtime {runtime}")
+        if runtime == "qemu-m4":
+            return bench_target(path, engine, runs, dataset, tflm_dir, board, progress)
         return bench_c(path, runtime, runs, dataset)
 
     from toolchain.runtime import open_runtime, peak_rss_bytes
@@ -115,6 +118,57 @@ def bench_c(path: Path, runtime: str, runs: int, dataset: str | None) -> dict[st
     return TargetBenchResult(**result).to_json()
 
 
+def bench_target(path: Path, engine: str, runs: int, dataset: str | None, tflm_dir, board: str | None,
+                 progress) -> dict[str, Any]:
+    """``--runtime qemu-m4``: firmware for the emulated Cortex-M4F with ``engine`` (c | tflm | cmsis-nn)."""
+    if path.suffix.lower() != ".tflite":
+        raise UsageError("--runtime qemu-m4 needs a .tflite model", received=str(path))
+    from firmware_export.m4.target import supported_engine
+    from toolchain.ontarget import bench_on_target
+    from toolchain.runtime import open_runtime
+
+    ok, reason = supported_engine(engine)
+    if not ok:
+        raise UsageError(reason, received=f"--engine {engine}")
+    if board:
+        from firmware_export.targets import get_target
+
+        get_target(board)  # an unknown board is refused before any build
+    try:
+        runner = open_runtime(path, runtime="litert", reference_kernels=True)
+    except ToolchainError:
+        runner = open_runtime(path, runtime="tflm")
+    x, source = _inputs_for(runner, dataset, runs)
+    inputs = [x[i % len(x):i % len(x) + 1] for i in range(runs)]
+    return bench_on_target(path, engine, inputs, source, tflm_dir=tflm_dir, board=board, progress=progress)
+
+
+def _target_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    fl = r["flash"]
+    lib = r.get("library")
+    rows = [("engine", r["engine_title"] + (f" (library {lib['flavour']}, {'cached' if lib['cached'] else 'built'})"
+                                          if lib else "")),
+            ("machine", f"{r['machine']} Cortex-M4F, QEMU -icount shift=0 (1 SysTick tick = "
+                        f"{r['instructions_per_tick']} instructions)"),
+            ("inputs", f"{r['runs']} ({r.get('input_source')}), {r.get('qemu_runs')} QEMU run(s)"),
+            ("instructions / inference", f"{r['instructions_per_inference']:,} (instructions, not cycles)"),
+            ("MACs / instruction", f"{r['macs_per_instruction']:.3f} ({r['macs']:,} MACs per inference)"),
+            ("arena", f"{r['arena_bytes']:,} B ({r['arena_source']})"),
+            ("flash", f"{fl['model'] + fl['runtime']:,} B = model {fl['model']:,} + runtime {fl['runtime']:,} "
+                      f"(test harness {fl['harness']:,} B not counted)"),
+            ("RAM", f"{r['ram_bytes']:,} B = arena + other static {r['static_ram_bytes']:,} + stack high-water "
+                    f"{r['stack_bytes']:,}"),
+            ("outputs vs host", f"{r['runs'] - r['mismatches']}/{r['runs']} identical ({r['identical_pct']:g} %)"
+                                + (f", max {r['max_lsb_diff']} LSB" if r.get("max_lsb_diff") is not None else "")
+                                + f" vs {r['reference']}")]
+    bt = r.get("board_time")
+    if bt:
+        rows.append((f"time at {bt['clock_mhz']:g} MHz", f">= {bt['lower_bound_ms']:.3f} ms on {bt['display']} "
+                                                         "(lower bound: instructions / clock)"))
+    rows.append(("build / emulation", f"{r['build_seconds']:.1f} s / {r['emulation_seconds']:.1f} s"))
+    return rows
+
+
 def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows for the CLI."""
     rows: list[tuple[str, str]] = [("model", str(result.get("model"))),
@@ -133,6 +187,8 @@ def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(("throughput (batched)", f"{result['batch_throughput_per_s']:.1f} samples/s "
                                                  f"[{result.get('batch_mode')}]"))
         rows.append(("peak RSS", f"{result['peak_rss_bytes'] / 2**20:.1f} MiB"))
+    elif result.get("engine"):
+        rows += _target_rows(result)
     else:
         for k, v in result.items():
             if k in ("model", "size_bytes", "runtime", "host") or v is None or isinstance(v, (dict, list)):

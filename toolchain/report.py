@@ -144,6 +144,30 @@ def data_line(r: dict[str, Any]) -> str:
             f"{d['transform_source']})")
 
 
+def target_lines(t: dict) -> list[str]:
+    """The on-target section of the verify summary."""
+    lines = [f"on target ({t['engine_title']}, {t['machine']} Cortex-M4F, {t['samples']} samples, "
+             f"{t['qemu_runs']} QEMU run(s)): {t['instructions_per_inference']:,} instructions/inference, "
+             f"arena {t['arena_bytes']:,} B, flash {t['flash']['model'] + t['flash']['runtime']:,} B"]
+    for r in t["rows"]:
+        if r["accuracy"] is not None:
+            lines.append(f"  {r['name']}: accuracy {100 * r['accuracy']:.2f} %")
+        else:
+            agree = "n/a" if r["agreement"] is None else f"{100 * r['agreement']:.2f} %"
+            lsb = "" if r["max_lsb_diff"] is None else f", max {r['max_lsb_diff']} LSB"
+            lines.append(f"  {r['name']}: agreement {agree}, identical outputs {r['identical_pct']:g} %{lsb} "
+                         f"(host: {t['reference']})")
+    d = t.get("divergence")
+    if d and d.get("status") == "diverged":
+        lines.append(f"  first diverging layer (sample {d['sample']}): op {d['op_index']} {d['op']} -> "
+                     f"'{d['tensor']}' ({d['differing_values']}/{d['values']} values differ, max "
+                     f"{d['max_abs_diff']:g})")
+    elif d:
+        lines.append(f"  per-layer comparison (sample {d['sample']}): {d['status']}"
+                     + (f" ({d['reason']})" if d.get("reason") else ""))
+    return lines
+
+
 def render_markdown(r: dict[str, Any], plots: list[str], plot_note: str | None) -> str:
     L = [f"# Verification report: {'PASSED' if r['passed'] else 'FAILED'}", ""]
     L.append(data_line(r)[0].upper() + data_line(r)[1:] + ".")
@@ -169,6 +193,9 @@ def render_markdown(r: dict[str, Any], plots: list[str], plot_note: str | None) 
                      f"{'pass' if c['passed'] else '**FAIL**'} |")
     else:
         L.append("No checks applied.")
+    if r.get("target"):
+        lines = target_lines(r["target"])
+        L += ["", "## On the emulated Cortex-M4F", "", lines[0] + ".", ""] + [f"- {x.strip()}" for x in lines[1:]]
     le = r["layer_errors"]
     L += ["", "## Per-layer quantisation error", ""]
     if le["status"] == "ok":
@@ -232,6 +259,10 @@ def render_html(r: dict[str, Any], plots: list[str], plot_note: str | None) -> s
                             for c in r["checks"]]))
     else:
         parts.append("<p>No checks applied.</p>")
+    if r.get("target"):
+        lines = target_lines(r["target"])
+        parts += ["<h2>On the emulated Cortex-M4F</h2>", f"<p>{e(lines[0])}.</p>",
+                  "<ul>" + "".join(f"<li>{e(x.strip())}</li>" for x in lines[1:]) + "</ul>"]
     le = r["layer_errors"]
     parts.append("<h2>Per-layer quantisation error</h2>")
     if le["status"] == "ok":

@@ -44,6 +44,7 @@ class VerifyReport(_Result):
     warnings: list[str]
     input_statistics: dict[str, Any]
     host: dict[str, Any]
+    target: dict[str, Any] | None = None        # --on qemu-m4: the samples on the emulated Cortex-M4F
     plots: list[str] = field(default_factory=list)
 
 
@@ -92,6 +93,17 @@ class TargetBenchResult(_Result):
     instructions_per_tick: int | None = None
     first_mismatch: str | None = None
     host: dict[str, Any] | None = None
+    engine: str | None = None                  # qemu-m4: "c" | "tflm" | "cmsis-nn"
+    engine_title: str | None = None
+    arena_source: str | None = None            # "TFLM arena_used_bytes() on the 32-bit target" | "C engine ..."
+    flash: dict[str, int] | None = None        # model, runtime, harness, firmware (bytes)
+    reference: str | None = None               # the host reference the outputs were compared with
+    identical_pct: float | None = None         # % of inputs whose outputs equal the reference's exactly
+    max_lsb_diff: int | None = None
+    input_source: str | None = None
+    qemu_runs: int | None = None
+    library: dict[str, Any] | None = None      # TFLM library: flavour, tree digest, cached
+    board_time: dict[str, Any] | None = None   # instructions / board clock (a lower bound)
 
 
 @dataclass

@@ -27,6 +27,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from toolchain.errors import ModelError, RuntimeUnavailableError, UsageError
 from toolchain.keras_io import check_keras_file, load_keras_model  # noqa: F401  (re-exported)
 from toolchain.runtime_io import (  # noqa: F401  (re-exported)
@@ -46,6 +48,7 @@ from toolchain.runtime_io import (  # noqa: F401  (re-exported)
 )
 from toolchain.runtime_runners import (  # noqa: F401  (re-exported)
     Runner,
+    _interpreter_class,
     _model_bytes,
     _open_interpreter,
     _open_keras,
@@ -120,3 +123,26 @@ def peak_rss_bytes() -> int:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
+def intermediate_tensors(model: str | os.PathLike | bytes, x: np.ndarray) -> dict[int, np.ndarray]:
+    """Every tensor of one inference on LiteRT's reference kernels, by tensor index
+    (``experimental_preserve_all_tensors=True``, BUILTIN_WITHOUT_DEFAULT_DELEGATES)."""
+    Interpreter, OpResolverType = _interpreter_class("litert")
+    data, source = _model_bytes(model)
+    try:
+        it = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError("litert cannot load the model", received=f"{source}: {str(exc).splitlines()[0]}") from exc
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.asarray(x).reshape(d["shape"]).astype(d["dtype"], copy=False))
+    it.invoke()
+    out: dict[int, np.ndarray] = {}
+    for det in it.get_tensor_details():
+        try:
+            out[int(det["index"])] = np.array(it.get_tensor(det["index"]))
+        except ValueError:  # a tensor without data (e.g. an optional input)
+            continue
+    return out

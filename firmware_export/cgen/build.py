@@ -5,23 +5,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from firmware_export.cgen.generator import TEMPLATE_DIR, _c_float
+from firmware_export.m4.tools import (INSTRUCTIONS_PER_TICK, QEMU_MACHINE, arm_tool, footprint,  # noqa: F401
+                                      run_tool, section_sizes)
+from firmware_export.m4.tools import run_qemu as qemu_run
 from toolchain.errors import ExportError, RuntimeUnavailableError
-from toolchain.procutil import child_process_kwargs
 
 HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 M4_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-std=c99", "-Wall",
              "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections", "-ffp-contract=off",
              "-fno-tree-loop-distribute-patterns"]
 M4_LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
-QEMU_MACHINE = "mps2-an386"
-INSTRUCTIONS_PER_TICK = 40  # SysTick at 25 MHz under -icount shift=0 (1 ns per instruction)
 RESULT_RE = re.compile(r"CE_RESULT runs=(\d+) mismatches=(\d+) first=(-?\d+) elapsed=(\d+) unit=(\w+) stack=(\d+)")
 
 
@@ -86,15 +85,8 @@ def write_golden(out_dir: Path, engine, inputs: list[np.ndarray], outputs: list[
     (Path(out_dir) / f"{engine.name}_golden.h").write_text(golden_header(engine, inputs, outputs), encoding="utf-8")
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              **child_process_kwargs())  # a killed toolchain leaves no compiler or QEMU behind
-    except FileNotFoundError as exc:
-        raise RuntimeUnavailableError(f"{cmd[0]} is not installed", received=what) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ExportError(f"{what} timed out after {timeout:.0f} s", received=" ".join(cmd[:3])) from exc
-    return proc
+_run = run_tool  # one owner of external tools: firmware_export.m4.tools
+_tool = arm_tool
 
 
 def _sources(src_dir: Path, name: str) -> list[str]:
@@ -157,13 +149,6 @@ def run_host(exe: str | os.PathLike, timeout: float = 300) -> dict[str, Any]:
     return parse_result(proc.stdout)
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise RuntimeUnavailableError(f"{name} is not installed", received="install gcc-arm-none-eabi / qemu-system-arm")
-    return path
-
-
 def build_m4(src_dir: str | os.PathLike, name: str, *, timer: str = "systick", extra_cflags: list[str] | None = None
              ) -> dict[str, Path]:
     """Cross-compile the harness for Cortex-M4F (MPS2 AN386); returns paths of the ELF and engine objects."""
@@ -195,38 +180,8 @@ def build_m4(src_dir: str | os.PathLike, name: str, *, timer: str = "systick", e
     return {"elf": elf, "model_obj": objs[0], "kernels_obj": objs[1], "harness_objs": objs[2:]}
 
 
-def section_sizes(path: str | os.PathLike) -> dict[str, int]:
-    """``arm-none-eabi-size -A``: section name -> bytes."""
-    size = _tool("arm-none-eabi-size")
-    proc = _run([size, "-A", str(path)], Path(path).parent, 60, "arm-none-eabi-size")
-    out = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[1].isdigit() and not line.startswith(("section", "Total")):
-            out[parts[0]] = out.get(parts[0], 0) + int(parts[1])
-    return out
-
-
-def footprint(objs: list[Path]) -> dict[str, int]:
-    """Flash (text + rodata + data init) and static RAM (data + bss) of the engine objects."""
-    flash = ram = 0
-    for o in objs:
-        for sec, n in section_sizes(o).items():
-            if sec.startswith((".text", ".rodata")):
-                flash += n
-            elif sec.startswith(".data"):
-                flash += n
-                ram += n
-            elif sec.startswith(".bss") or sec == "COMMON":
-                ram += n
-    return {"flash_bytes": flash, "static_ram_bytes": ram}
-
-
 def run_qemu(elf: str | os.PathLike, timeout: float = 600) -> dict[str, Any]:
-    qemu = _tool("qemu-system-arm")
-    cmd = [qemu, "-M", QEMU_MACHINE, "-icount", "shift=0", "-nographic", "-semihosting", "-monitor", "none",
-           "-serial", "none", "-kernel", str(elf)]
-    proc = _run(cmd, Path(elf).parent, timeout, "qemu-system-arm")
+    proc = qemu_run(elf, timeout)
     text = proc.stdout + proc.stderr
     if "CE_FAULT" in text:
         raise ExportError("the firmware faulted under QEMU", received=text.strip()[-300:])

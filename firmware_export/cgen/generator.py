@@ -622,7 +622,7 @@ def build_engine(model, name: str) -> Engine:
     for s in b.steps:
         body = re.sub(r"@T(\d+)@", lambda mm: ptr(int(mm.group(1))), s.body)
         body = body.replace("@S@", f"(ce_arena.bytes + {offsets.get(f'scratch{s.index}', 0)})")
-        trace = "".join(f"\n#ifdef CE_TRACE\n    CE_TRACE({s.index}, {ptr(t)}, {model.tensor(t).num_elements});\n#endif"
+        trace = "".join(f"\n#ifdef CE_TRACE\n    CE_TRACE({s.index}, {t}, {ptr(t)}, {model.tensor(t).nbytes});\n#endif"
                         for t in s.writes)
         funcs.append(f"/* layer {s.index}: {s.opcode}, {s.macs} MACs */\nstatic void {s.func}(void)\n{{\n    {body}{trace}\n}}\n")
 

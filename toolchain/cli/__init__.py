@@ -24,6 +24,7 @@ from toolchain.cli import (  # noqa: E402,F401
     cmd_verify,
     cmd_bench,
     cmd_pipeline,
+    cmd_tflm,
 )
 
 

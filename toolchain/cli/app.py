@@ -7,6 +7,7 @@ commands render results with ``console`` (stdout) and log with ``err_console`` (
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import typer
 from rich.console import Console
@@ -86,3 +87,15 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: set
 
     for cells in (header, *rows):
         console.print(fmt(cells).rstrip(), markup=False)
+
+
+def progress_printer(prefix: str = "") -> Callable[[str], None]:
+    """A progress callback: one line per step on stderr, with the seconds since the command started."""
+    import time
+
+    t0 = time.monotonic()
+
+    def show(message: str) -> None:
+        err_console.print(f"[{time.monotonic() - t0:6.1f} s] {prefix}{message}", markup=False)
+
+    return show

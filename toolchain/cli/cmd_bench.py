@@ -21,6 +21,15 @@ def bench_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
                                           help="Use preprocessed test samples of this dataset instead of random "
                                                "inputs (e.g. npz:test.npz)."),
+    engine: str = typer.Option("c", "--engine",
+                               help="qemu-m4 only: c (standalone C engine) | tflm (TFLM reference kernels) | "
+                                    "cmsis-nn (TFLM + CMSIS-NN)."),
+    tflm_dir: Optional[Path] = typer.Option(None, "--tflm-dir",
+                                            help="TFLM source tree for --engine tflm/cmsis-nn (default: "
+                                                 "$TOOLCHAIN_TFLM_DIR); its library is built once and cached."),
+    target: Optional[str] = typer.Option(None, "--target",
+                                         help="qemu-m4 only: board whose clock turns instructions into a latency "
+                                              "lower bound (see `toolchain targets`)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON to this file."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing --json file."),
 ) -> None:
@@ -38,13 +47,23 @@ def bench_cmd(
       toolchain bench runs/demo/train/model.keras --runs 50
 
       toolchain bench model_int8.tflite --runtime qemu-m4
+
+      toolchain bench model_int8.tflite --runtime qemu-m4 --engine cmsis-nn --tflm-dir ~/tflm --target nrf52840
     """
     from toolchain.bench import bench, format_bench
+    from toolchain.cli.app import progress_printer
+    from toolchain.errors import UsageError
     from toolchain.fsutil import atomic_write_json, check_output_file
 
     if json_out is not None:
         check_output_file(json_out, force, option="--json")
-    result = bench(model, runtime=runtime, threads=threads, runs=runs, warmup=warmup, dataset=dataset)
+    if runtime != "qemu-m4":
+        given = [o for o, v in (("--engine", engine != "c"), ("--tflm-dir", tflm_dir), ("--target", target)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to --runtime qemu-m4", received=f"--runtime {runtime}")
+    result = bench(model, runtime=runtime, threads=threads, runs=runs, warmup=warmup, dataset=dataset,
+                   engine=engine, tflm_dir=tflm_dir, board=target,
+                   progress=progress_printer() if runtime == "qemu-m4" else None)
     rows = format_bench(result)
     w = max(len(a) for a, _ in rows)
     for a, b in rows:

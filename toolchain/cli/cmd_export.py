@@ -25,6 +25,14 @@ def export_cmd(
                                        help="Headroom added to the measured tensor arena, in percent."),
     target: Optional[str] = typer.Option(None, "--target", help="Board profile for a fit report (see `toolchain targets`)."),
     fmt: str = typer.Option("tflm", "--format", help="tflm: C array + TFLM sources; c: standalone C engine."),
+    on_target: Optional[bool] = typer.Option(None, "--on-target/--host-only",
+                                             help="Also measure the arena on the emulated Cortex-M4F (TFLM built "
+                                                  "from --tflm-dir, QEMU) and recommend from it. Default: when "
+                                                  "arm-none-eabi-gcc, qemu-system-arm and a TFLM tree are there."),
+    tflm_dir: Optional[Path] = typer.Option(None, "--tflm-dir",
+                                            help="TFLM source tree (default: $TOOLCHAIN_TFLM_DIR)."),
+    kernels: str = typer.Option("cmsis-nn", "--kernels",
+                                help="TFLM kernels for the on-target measurement: cmsis-nn | reference."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
@@ -57,7 +65,10 @@ def export_cmd(
         raise UsageError("--format must be tflm or c", received=f"--format={fmt}")
     if fmt == "c":
         tflm_only = [opt for opt, given in (("--section", section is not None), ("--target", target is not None),
-                                            ("--arena-margin", arena_margin != 10.0)) if given]
+                                            ("--arena-margin", arena_margin != 10.0),
+                                            ("--on-target/--host-only", on_target is not None),
+                                            ("--tflm-dir", tflm_dir is not None),
+                                            ("--kernels", kernels != "cmsis-nn")) if given]
         if tflm_only:
             raise UsageError(f"{', '.join(tflm_only)} {'applies' if len(tflm_only) == 1 else 'apply'} to "
                              f"--format tflm only",
@@ -83,9 +94,11 @@ def export_cmd(
         return
 
     from firmware_export import export_tflm
+    from toolchain.cli.app import progress_printer
 
     manifest = export_tflm(model, output, name=name, section=section, arena_margin=arena_margin, target=target,
-                           force=force)
+                           force=force, on_target=on_target, tflm_dir=tflm_dir, target_kernels=kernels,
+                           progress=progress_printer())
     if as_json:
         console.print(json.dumps(manifest, indent=2), markup=False)
         return
@@ -103,10 +116,19 @@ def render_export_summary(manifest: dict, output: Path) -> list[str]:
     if manifest.get("params") is not None:
         lines.append(f"params {manifest['params']:,}, MACs {manifest['macs']:,}, peak activations "
                      f"{manifest['peak_activation_bytes']:,} B (computed from the model, as `toolchain inspect`)")
-    lines.append(f"tensor arena: recorded {a['recorded_bytes']:,} B, smallest that allocates "
-                 f"{a['smallest_allocating_bytes']:,} B, +{a['margin_pct']:g} % -> recommended "
-                 f"{a['recommended_bytes']:,} B ({'proven: allocates and runs' if a['proven'] else 'NOT proven'})")
+    host_rec = a.get("host_recommended_bytes", a["recommended_bytes"])
+    lines.append(f"tensor arena (host): recorded {a['recorded_bytes']:,} B, smallest that allocates "
+                 f"{a['smallest_allocating_bytes']:,} B, +{a['margin_pct']:g} % -> {host_rec:,} B "
+                 f"({'proven: allocates and runs' if a['proven'] else 'NOT proven'})")
     lines.append(f"  {a['note']} [{a['host']}, {a['runtime']}]")
+    t = a.get("target")
+    if t:
+        lines.append(f"tensor arena (target): arena_used_bytes {t['used_bytes']:,} B on the {t['cpu']} "
+                     f"({'TFLM + CMSIS-NN' if t['kernels'] == 'cmsis-nn' else 'TFLM reference kernels'}, QEMU "
+                     f"{t['machine']}), +{a['margin_pct']:g} % -> recommended {a['recommended_bytes']:,} B")
+    else:
+        lines.append(f"recommended arena: {a['recommended_bytes']:,} B (host figure; not measured on a 32-bit "
+                     "target: give --tflm-dir with the Arm toolchain and QEMU installed)")
     if manifest.get("target"):
         from firmware_export.targets import FitReport
 

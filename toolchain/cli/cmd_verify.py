@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from toolchain.cli.app import app, console
+from toolchain.errors import UsageError
 
 
 @app.command("verify")
@@ -56,6 +57,17 @@ def verify_cmd(
                                           "recorded calibration inputs) and reference_sanity (reference vs its "
                                           "training-time test accuracy)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots in the HTML/Markdown report."),
+    on: Optional[str] = typer.Option(None, "--on", help="qemu-m4: also run the quantised samples through the "
+                                                        "firmware on the emulated Cortex-M4F."),
+    engine: str = typer.Option("c", "--engine", help="With --on: c (C engine) | tflm (TFLM reference kernels) | "
+                                                     "cmsis-nn (TFLM + CMSIS-NN)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="With --on: the first N evaluated samples "
+                                                                  "(default: all)."),
+    min_target_agreement: Optional[float] = typer.Option(None, "--min-target-agreement",
+                                                         help="Gate: fraction of samples where the target and the "
+                                                              "host candidate pick the same class."),
+    tflm_dir: Optional[Path] = typer.Option(None, "--tflm-dir", help="TFLM source tree for --engine tflm/cmsis-nn "
+                                                                     "(default: $TOOLCHAIN_TFLM_DIR)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output folder / baseline file."),
 ) -> None:
     """Verify CANDIDATE against REFERENCE and the ground truth; exit 1 when a gate check fails.
@@ -73,6 +85,8 @@ def verify_cmd(
       toolchain verify -c model_int8.tflite --dataset npz:test.npz --min-accuracy 0.95 -o out/device
 
       toolchain verify -r runs/s1 -c new_int8.tflite --baseline out/v/report.json --max-regression 0.5 -o out/v2
+
+      toolchain verify -c model_int8.tflite --on qemu-m4 --samples 200 --min-target-agreement 1.0 -o out/m4
     """
     from toolchain.errors import CheckFailed
     from toolchain.fsutil import atomic_write_json, check_output_dir, check_output_file, output_dir
@@ -85,13 +99,28 @@ def verify_cmd(
                             latency_runs=runs, latency_warmup=warmup, max_accuracy_drop=max_accuracy_drop,
                             min_agreement=min_agreement, min_accuracy=min_accuracy,
                             baseline=str(baseline) if baseline else None, max_regression=max_regression,
-                            input_check=input_check, plots=plots)
+                            input_check=input_check, plots=plots, on_target=on, target_engine=engine,
+                            target_samples=samples, min_target_agreement=min_target_agreement)
     options.validate()
+    runner = None
+    if on is not None:
+        import functools
+
+        from firmware_export.m4.target import supported_engine
+        from toolchain.cli.app import progress_printer
+        from toolchain.ontarget import verify_on_target
+
+        ok, reason = supported_engine(engine)
+        if not ok:
+            raise UsageError(reason, received=f"--engine {engine}")
+        runner = functools.partial(verify_on_target, engine=engine, tflm_dir=tflm_dir, progress=progress_printer())
+    elif engine != "c" or tflm_dir is not None:
+        raise UsageError("--engine and --tflm-dir need --on qemu-m4", received="--on (missing)")
     options.check_gate(reference is not None)
     check_output_dir(output, force)
     if write_baseline is not None:
         check_output_file(write_baseline, force, option="--write-baseline")
-    report = verify(reference, candidate, options).to_json()
+    report = verify(reference, candidate, options, target_runner=runner).to_json()
     with output_dir(output, force) as tmp:
         write_reports(report, tmp, plots=plots)
     if write_baseline is not None:
@@ -134,6 +163,13 @@ def render_summary(report: dict) -> None:
         _out(f"worst layer: {w0['op']} {w0['name']} (RMSE/scale {_fmt(w0['rmse_over_scale'])})")
     elif le["status"] != "ok":
         _out(f"per-layer error: {le['status']} ({le['reason']})")
+    t = report.get("target")
+    if t:
+        from toolchain.report import target_lines
+
+        for line in target_lines(t):
+            _out(line)
     for c in report["checks"]:
         v = "n/a" if c["value"] is None else f"{c['value']:.4g}"
         _out(f"check {c['name']}: {v} {c['op']} {c['threshold']:g} -> {'pass' if c['passed'] else 'FAIL'}")
+

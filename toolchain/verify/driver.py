@@ -53,6 +53,10 @@ class VerifyOptions:
     max_regression: float = 1.0                # percentage points, used with baseline
     input_check: bool = True                   # the input_distribution / reference_sanity checks
     plots: bool = True
+    on_target: str | None = None               # "qemu-m4": also run the samples on the emulated Cortex-M4F
+    target_engine: str = "c"                   # c | tflm | cmsis-nn
+    target_samples: int | None = None          # default: every evaluated sample
+    min_target_agreement: float | None = None  # fraction: target top-1 == host candidate top-1
 
     def validate(self) -> None:
         if self.split not in ("test", "val", "train"):
@@ -70,6 +74,17 @@ class VerifyOptions:
         for name, v in (("--min-agreement", self.min_agreement), ("--min-accuracy", self.min_accuracy)):
             if v is not None and not 0.0 <= v <= 1.0:
                 raise UsageError(f"{name} must be a fraction in [0, 1]", received=v)
+        if self.on_target not in (None, "qemu-m4"):
+            raise UsageError("--on must be qemu-m4 (the emulated Cortex-M4F)", received=f"--on {self.on_target}")
+        if self.on_target is None:
+            for name, v in (("--min-target-agreement", self.min_target_agreement),
+                            ("--samples", self.target_samples)):
+                if v is not None:
+                    raise UsageError(f"{name} needs --on qemu-m4", received=f"{name} {v:g}")
+        if self.target_samples is not None and self.target_samples < 1:
+            raise UsageError("--samples must be >= 1", received=self.target_samples)
+        if self.min_target_agreement is not None and not 0.0 <= self.min_target_agreement <= 1.0:
+            raise UsageError("--min-target-agreement must be a fraction in [0, 1]", received=self.min_target_agreement)
         if self.max_regression < 0:
             raise UsageError("--max-regression must be >= 0 percentage points", received=self.max_regression)
 
@@ -80,7 +95,7 @@ class VerifyOptions:
                 if v is not None:
                     raise UsageError(f"{name} compares the candidate with a reference; pass --reference MODEL",
                                      received=f"{name} {v:g} without --reference")
-            if self.min_accuracy is None and self.baseline is None:
+            if self.min_accuracy is None and self.baseline is None and self.on_target is None:
                 raise UsageError("verify has nothing to check: pass --reference MODEL (accuracy drop vs the float "
                                  "model), --min-accuracy F or --baseline FILE", received="--candidate only")
 
@@ -123,8 +138,12 @@ def _is_classifier(record, y_out: np.ndarray, num_classes: int, model: str) -> b
 
 
 def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike,
-           options: VerifyOptions | None = None) -> VerifyReport:
-    """Run the verification and return the report (see ``VerifyReport``). Writes nothing."""
+           options: VerifyOptions | None = None, target_runner=None) -> VerifyReport:
+    """Run the verification and return the report (see ``VerifyReport``). Writes nothing.
+
+    ``target_runner(candidate, inputs, labels) -> dict`` runs the quantised samples on the target for
+    ``options.on_target`` (the application layer passes ``toolchain.ontarget.verify_on_target``).
+    """
     from toolchain.data import input_statistics, prepare_data
     from toolchain.runtime import open_runtime, quantize_input, resolve_runtime
     from toolchain.timing import host_info, measure_latency
@@ -146,6 +165,8 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike,
 
     cand_rt = open_runtime(cand.path, runtime=options.runtime, threads=options.threads)
     ref_rt = None
+    if options.on_target and target_runner is None:
+        raise UsageError("on-target verification is not available here", received=f"--on {options.on_target}")
     if ref is not None:  # open (and so validate) the reference before any evaluation work
         ref_runtime = "keras" if ref.kind == "keras" else options.runtime
         ref_rt = open_runtime(ref.path, runtime=ref_runtime,  # Keras picks its own thread pool
@@ -204,6 +225,13 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike,
     if comparison is not None:
         rows.append({"name": "candidate vs reference", "accuracy": None, "top_k_accuracy": None, **comparison})
 
+    target = None
+    if options.on_target:
+        n = min(len(y), options.target_samples or len(y))
+        xq = quantize_input(x[:n], cand_rt.input_details[0])
+        target = target_runner(cand.path, [xq[i:i + 1] for i in range(n)], y[:n] if classification else None)
+        rows += target["rows"]
+
     layer_errors = layer_errors_section(
         enabled=options.layer_debug, reference=ref.path if ref is not None else None,
         reference_kind=ref.kind if ref is not None else None, candidate_precision=cand.precision,
@@ -249,7 +277,7 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike,
         baseline=None, checks=[], warnings=warnings,
         input_statistics={"evaluated": evaluated.to_dict(),
                           "calibration": calibration.to_dict() if calibration is not None else None},
-        host=host_info())
+        host=host_info(), target=target)
     if baseline is not None:
         acc = cand_info.get("accuracy")
         baseline["regression_pp"] = (baseline["accuracy"] - acc) * 100.0 if acc is not None else None

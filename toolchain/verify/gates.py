@@ -75,6 +75,11 @@ def evaluate_checks(report: dict[str, Any], options: "VerifyOptions", baseline: 
     if options.min_accuracy is not None:
         checks.append(_check("min_accuracy", "candidate.accuracy", ">=", float(options.min_accuracy),
                              report["candidate"].get("accuracy"), "candidate top-1 accuracy vs ground truth"))
+    if getattr(options, "min_target_agreement", None) is not None:
+        target = report.get("target") or {}
+        checks.append(_check("min_target_agreement", "target.agreement", ">=", float(options.min_target_agreement),
+                             target.get("agreement"), f"fraction of samples where the {target.get('engine_title')} "
+                             f"on {target.get('on')} and the host candidate pick the same class"))
     if baseline is not None:
         acc = report["candidate"].get("accuracy")
         reg = (baseline["accuracy"] - acc) * 100.0 if acc is not None else None

@@ -1,7 +1,7 @@
 /* ce_m4_startup.c - minimal Cortex-M4 runtime for the generated engine's test/benchmark firmware.
  *
- * Vector table, reset handler (FPU enable via CPACR, .data copy, .bss clear, stack painting), semihosting
- * output/exit (BKPT 0xAB) and a 64-bit timer:
+ * Vector table, reset handler (FPU enable via CPACR, .data copy, .bss clear, stack painting, C++ constructors),
+ * semihosting output, host files and exit (BKPT 0xAB) and a 64-bit timer:
  *   default        SysTick (reload 0xFFFFFF, counts wraps); under `qemu-system-arm -icount shift=0` one tick
  *                  is 40 instructions;
  *   CE_USE_DWT     DWT->CYCCNT cycle counter (real boards; reads 0 under QEMU).
@@ -12,6 +12,8 @@
 #include <string.h>
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
 int main(void);
 
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88u)
@@ -33,6 +35,32 @@ static int ce_semihost(int op, const void *arg)
 
 void ce_puts(const char *s) { (void)ce_semihost(0x04, s); /* SYS_WRITE0 */ }
 
+/* Host files over semihosting (test firmware only): SYS_OPEN mode 4 = "wb", 0 = "rb"; -1 on failure. */
+int ce_file_open(const char *path, int write)
+{
+    uint32_t args[3];
+    args[0] = (uint32_t)(uintptr_t)path;
+    args[1] = write ? 4u : 0u;
+    args[2] = (uint32_t)strlen(path);
+    return ce_semihost(0x01, args);
+}
+
+/* SYS_WRITE: 0 when every byte was written. */
+int ce_file_write(int fd, const void *data, uint32_t bytes)
+{
+    uint32_t args[3];
+    args[0] = (uint32_t)fd;
+    args[1] = (uint32_t)(uintptr_t)data;
+    args[2] = bytes;
+    return ce_semihost(0x05, args);
+}
+
+int ce_file_close(int fd)
+{
+    uint32_t arg = (uint32_t)fd;
+    return ce_semihost(0x02, &arg);
+}
+
 static void ce_exit(int code)
 {
     /* SYS_EXIT with ADP_Stopped_ApplicationExit (0x20026) or ADP_Stopped_RunTimeErrorUnknown (0x20023) */
@@ -40,6 +68,10 @@ static void ce_exit(int code)
     for (;;) {
     }
 }
+
+/* C++ function-local statics with destructors register them with __cxa_atexit against this handle (crtbegin
+ * provides it in hosted builds; this firmware links with -nostartfiles). Never exits, so they never run. */
+void *__dso_handle = 0;
 
 static volatile uint32_t ce_wraps;
 
@@ -103,6 +135,9 @@ void Reset_Handler(void)
     __asm__ volatile("mov %0, sp" : "=r"(sp));
     for (dst = &_ebss; dst < sp - 16;) {
         *dst++ = CE_STACK_PAINT;
+    }
+    for (void (**ctor)(void) = __init_array_start; ctor < __init_array_end; ++ctor) {
+        (*ctor)(); /* C++ static constructors (none in the C engine) */
     }
     ce_exit(main());
 }
