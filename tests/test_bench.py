@@ -150,7 +150,7 @@ def _size_a(path: Path) -> dict[str, int]:
 
 
 def _qemu_result(elf: Path) -> dict[str, int]:
-    proc = subprocess.run(QEMU_CMD + [str(elf)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(QEMU_CMD + [str(elf)], capture_output=True, text=True, timeout=120, cwd=elf.parent)
     m = re.search(r"CE_RESULT runs=(\d+) mismatches=(\d+) first=(-?\d+) elapsed=(\d+) unit=ticks stack=(\d+)",
                   proc.stdout + proc.stderr)
     assert m, proc.stdout + proc.stderr
@@ -175,20 +175,19 @@ def _litert_ref(path: Path, xs: np.ndarray) -> np.ndarray:
 @pytest.mark.qemu
 def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
     """A real `bench --runtime qemu-m4 --runs 20 --dataset npz:...` of hello_world (3 FULLY_CONNECTED), the build
-    folder kept for inspection (the real run_c_bench, only with keep_dir set), every figure checked against what the
-    test finds itself: the golden inputs are the dataset samples quantised here (16 distinct, cycled to 20 runs),
-    the golden outputs are LiteRT's reference kernels on them, re-running the ELF in QEMU reproduces the result, a
-    corrupted golden output is caught, MACs come from the flatbuffer, flash / RAM from arm-none-eabi-size."""
-    import functools
-
-    import firmware_export.cgen.bench as cbench
+    folder kept for inspection (the real run_on_target, only with keep_dir set), every figure checked against what
+    the test finds itself: the firmware's inputs are the dataset samples quantised here (one per run), the outputs
+    it wrote back equal LiteRT's reference kernels run here on those inputs, re-running the ELF in QEMU reproduces
+    the count, MACs come from the flatbuffer, flash / RAM from arm-none-eabi-size."""
+    import firmware_export.m4.target as target
 
     from tests.helpers import flatbuffer_counts
 
     _need_arm_tools()
     model = need(HELLO)
     work = tmp_path / "work"
-    monkeypatch.setattr(cbench, "run_c_bench", functools.partial(cbench.run_c_bench, keep_dir=work))
+    real = target.run_on_target
+    monkeypatch.setattr(target, "run_on_target", lambda *a, **k: real(*a, **{**k, "keep_dir": work}))
     d = tmp_path / "d.npz"
     rng = np.random.default_rng(0)
     x_test = rng.random((30, 1), dtype=np.float32)
@@ -196,30 +195,35 @@ def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
              x_test=x_test, y_test=np.zeros(30, np.int64))
     runs = 20
     r = bench(model, runtime="qemu-m4", runs=runs, dataset=f"npz:{d}")
-    assert r["runtime"] == "qemu-m4" and r["runs"] == runs and r["size_bytes"] == model.stat().st_size
+    assert r["runtime"] == "qemu-m4" and r["engine"] == "c" and r["runs"] == runs
+    assert r["size_bytes"] == model.stat().st_size
     assert r["latency_ms"] is None  # no wall clock under QEMU: instructions instead
 
-    # golden vectors: the dataset samples, quantised here (TFLite QUANTIZE: round half away from zero), 16 distinct
-    # samples cycled to --runs; outputs equal LiteRT's reference kernels run here on those inputs
-    header = next(work.glob("*_golden.h")).read_text()
-    gin, gout = _golden(header, "in"), _golden(header, "out")
+    # firmware inputs: the dataset samples, quantised here (TFLite QUANTIZE: round half away from zero), one test
+    # sample per run; the outputs the firmware wrote back equal LiteRT's reference kernels run here
+    build_dir = work / "run0" / "build_m4"
+    header = next((work / "run0").glob("*_golden.h")).read_text()
+    assert "ce_golden_out" not in header  # the firmware does not compare: the host does
+    gin = _golden(header, "in")
     from ai_edge_litert.interpreter import Interpreter
 
     s, z = Interpreter(model_path=str(model)).get_input_details()[0]["quantization"]  # 0.02448, -128
-    v = x_test[:16, 0] / np.float32(s)
+    v = x_test[:runs, 0] / np.float32(s)
     q = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + z, -128, 127).astype(np.int64)
-    assert gin.shape == (runs, 1) and np.array_equal(gin[:, 0], q[np.arange(runs) % 16])
-    assert np.array_equal(gout, _litert_ref(model, gin.astype(np.int8)))
-    assert r["outputs_match"] is True and r["mismatches"] == 0
+    assert gin.shape == (runs, 1) and np.array_equal(gin[:, 0], q)
+    written = np.frombuffer((build_dir / "ce_outputs.bin").read_bytes(), dtype=np.int8).reshape(runs, -1)
+    assert np.array_equal(written, _litert_ref(model, gin.astype(np.int8)))
+    assert r["outputs_match"] is True and r["mismatches"] == 0 and r["identical_pct"] == 100.0
+    assert "LiteRT reference kernels" in r["reference"]
 
     # MACs: 1x16 + 16x16 + 16x1 = 288 from the flatbuffer's weight shapes
     counts = flatbuffer_counts(model)
     assert counts["macs"] == 288 and r["macs"] == counts["macs"]
 
     # instructions: re-running the same ELF under QEMU (deterministic with -icount) gives the same SysTick count
-    elf = next((work / "build_m4").glob("*.elf"))
+    elf = next(build_dir.glob("*.elf"))
     again = _qemu_result(elf)
-    assert again["runs"] == runs and again["mismatches"] == 0 and again["first"] == -1
+    assert again["runs"] == runs
     assert r["instructions_per_inference"] == round(again["ticks"] * NS_PER_TICK / runs)
     # measured 2,436 instructions per inference (~8.5 per MAC: 3 tiny layers, requantisation dominates)
     assert counts["macs"] < r["instructions_per_inference"] < 10_000
@@ -228,27 +232,26 @@ def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
     # flash / RAM from arm-none-eabi-size -A, parsed here: whole firmware = .text + .rodata + .data (golden vectors
     # live in their own .golden section); the engine's share excludes the harness + startup objects
     sec = _size_a(elf)
-    assert r["sections"] == {k: n for k, n in sec.items() if k not in (".comment", ".ARM.attributes")}
     firmware = sec[".text"] + sec[".rodata"] + sec.get(".data", 0) + sec.get(".ARM.exidx", 0)
     assert r["firmware_flash_bytes"] == firmware
     harness = 0
     for obj in ("tflm_hello_world_int8_test.o", "ce_m4_startup.o"):
-        harness += sum(n for k, n in _size_a(work / "build_m4" / obj).items() if k.startswith((".text", ".rodata",
-                                                                                              ".data")))
-    assert r["flash_bytes"] == firmware - harness
+        harness += sum(n for k, n in _size_a(build_dir / obj).items() if k.startswith((".text", ".rodata", ".data")))
+    assert r["flash_bytes"] == firmware - harness and r["flash"]["harness"] == harness
     # the engine holds at least the weights (288 int8) and biases (33 int32) -- measured 1,531 B in all
     assert 288 + 4 * 33 <= r["flash_bytes"] < r["firmware_flash_bytes"]
     results_buffer = runs * 1  # the harness's int8 [20][1] output buffer in .bss
-    assert r["static_ram_bytes"] == sec.get(".data", 0) + sec[".bss"] - results_buffer
-    assert r["stack_bytes"] == again["stack"] > 0 and r["ram_bytes"] == r["static_ram_bytes"] + r["stack_bytes"]
+    assert r["static_ram_bytes"] == sec.get(".data", 0) + sec[".bss"] - results_buffer - r["arena_bytes"]
+    assert r["stack_bytes"] == again["stack"] > 0
+    assert r["ram_bytes"] == r["arena_bytes"] + r["static_ram_bytes"] + r["stack_bytes"]
 
-    # the harness really compares: one corrupted golden output is reported as one mismatch at its index
-    rows = header.split("ce_golden_out", 1)
-    wrong = int(gout[5, 0]) + 1 if gout[5, 0] < 127 else int(gout[5, 0]) - 1
-    body = re.sub(r"\{(-?\d+)\}", lambda m, c=iter(range(10**6)): "{%d}" % (wrong if next(c) == 5 else
-                                                                                int(m.group(1))), rows[1])
-    (next(work.glob("*_golden.h"))).write_text(rows[0] + "ce_golden_out" + body)
-    from firmware_export.cgen import build
 
-    bad = _qemu_result(build.build_m4(work, r["name"])["elf"])
-    assert (bad["mismatches"], bad["first"]) == (1, 5)
+def test_target_output_comparison_counts_lsb_and_first_mismatch():
+    from toolchain.ontarget import compare_outputs
+
+    want = [np.full((1, 4), i, dtype=np.int8) for i in range(20)]
+    got = [w.copy() for w in want]
+    got[5][0, 2] += 1
+    got[9][0, 0] -= 3
+    c = compare_outputs(got, want)
+    assert (c["identical"], c["identical_pct"], c["first_mismatch"], c["max_lsb_diff"]) == (18, 90.0, 5, 3)

@@ -50,7 +50,7 @@ def test_reference_models_bit_exact_on_cortex_m4(name, tmp_path):
     assert res["ram_bytes"] >= res["arena_bytes"] and res["stack_bytes"] > 0
     # the DSP path really is compiled in: SMLAD in the linked firmware
     if res["macs"] > 10_000:
-        dis = build._run(["arm-none-eabi-objdump", "-d", str(tmp_path / name / "build_m4" / f"{res['name']}.elf")],
+        dis = build._run(["arm-none-eabi-objdump", "-d", str(tmp_path / name / "run0" / "build_m4" / f"{res['name']}.elf")],
                          tmp_path, 60, "objdump").stdout
         assert "smlad" in dis
 

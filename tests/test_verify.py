@@ -151,12 +151,13 @@ def _independent(root: Path, tflite: str, reference: str | None = "good") -> dic
 
 def _assert_comparison(rep: dict, ind: dict) -> None:
     """The report equals the independent NumPy figures: exactly (float tolerance) those of LiteRT's default kernels,
-    which `verify` runs; and the reference-kernel figures where the argmax decides (accuracy, agreement, confusion
+    which `verify` runs (relative 1e-4: a Keras reference evaluated here at batch 32 and by `verify` at batch 1024
+    differs in the last float32 bits, oneDNN sums in another order); and the reference-kernel figures where the argmax decides (accuracy, agreement, confusion
     matrix), the continuous metrics within 2 % (XNNPACK's int8 kernels round differently from the reference kernels
     on a few output elements; the argmax is unchanged on these models)."""
     c, dflt = rep["comparison"], ind["default"]
     for k in ("agreement", "rmse", "mae", "max_abs_error", "l2r", "cosine", "sqnr_db"):
-        assert c[k] == pytest.approx(dflt[k], rel=1e-6, abs=1e-9), k
+        assert c[k] == pytest.approx(dflt[k], rel=1e-4, abs=1e-9), k
         assert c[k] == pytest.approx(ind[k], rel=0.02), k
     assert c["agreement"] == pytest.approx(ind["agreement"], abs=1e-9)
     assert rep["reference"]["accuracy"] == pytest.approx(ind["ref_acc"], abs=1e-9)

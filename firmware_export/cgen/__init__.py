@@ -39,7 +39,10 @@ def load_engine(model_path: str | os.PathLike, name: str | None = None):
 
 
 def write_engine(engine, out_dir: Path, inputs=None, outputs=None) -> list[str]:
-    """Write all sources of ``engine`` into an existing folder; returns the file names."""
+    """Write all sources of ``engine`` into an existing folder; returns the file names.
+
+    With ``inputs``, also the golden header: expected ``outputs`` make the harness compare; None leaves the outputs
+    to the host (the firmware is built with -DCE_WRITE_OUTPUTS)."""
     from firmware_export.cgen import build
     from firmware_export.cgen.generator import TEMPLATE_DIR, _render, kernel_sources
 

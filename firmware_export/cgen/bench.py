@@ -4,15 +4,12 @@
 
 * ``c-host``: the generated sources are compiled with ``gcc -std=c99 -O2 -Wall -Wextra -Werror`` (portable C path)
   and run on the golden inputs; reports host latency.
-* ``qemu-m4``: compiled with ``arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 -O2``
-  (SMLAD DSP path) together with a generated startup file and linker script, run under
-  ``qemu-system-arm -M mps2-an386 -icount shift=0 -semihosting``. All inputs are batched into one firmware run.
-  SysTick under ``-icount shift=0`` is deterministic: one tick is 40 instructions, so the report gives
-  instructions per inference (not cycles: QEMU does not model pipeline timing), MACs per instruction, flash
-  (``.text + .rodata + .data`` of the linked firmware from ``arm-none-eabi-size -A``, minus the test harness and
-  startup objects and the test vectors: what the engine adds to a firmware, C library memcpy/memset included;
-  ``firmware_flash_bytes`` is the whole test firmware) and RAM (``.data + .bss`` without the harness's result
-  buffer, plus the measured stack high-water mark).
+* ``qemu-m4``: the firmware of :func:`firmware_export.m4.target.run_on_target` (``arm-none-eabi-gcc -O2`` for the
+  Cortex-M4F, SMLAD DSP path, run under ``qemu-system-arm -M mps2-an386 -icount shift=0 -semihosting``; one tick of
+  SysTick is 40 instructions): instructions per inference (not cycles), MACs per instruction, flash (model +
+  engine code of the linked firmware, test harness and vectors excluded; ``firmware_flash_bytes`` is the whole
+  test firmware) and RAM (arena + other static data + the measured stack high-water mark); the outputs come
+  back to the host and are compared here.
 
 Outputs are compared byte for byte with LiteRT's reference interpreter (BUILTIN_WITHOUT_DEFAULT_DELEGATES).
 """
@@ -67,7 +64,6 @@ def run_c_bench(model_path: str | os.PathLike, runtime: str = "qemu-m4", runs: i
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="ce_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        write_engine(engine, work, xs, refs)
         result: dict[str, Any] = {
             "runtime": runtime,
             "model": str(model_path),
@@ -77,6 +73,7 @@ def run_c_bench(model_path: str | os.PathLike, runtime: str = "qemu-m4", runs: i
             "arena_bytes": engine.plan.arena_bytes,
         }
         if runtime == "c-host":
+            write_engine(engine, work, xs, refs)
             t0 = time.perf_counter()
             exe = build.build_host(work, engine.name)
             result["build_seconds"] = round(time.perf_counter() - t0, 3)
@@ -93,37 +90,31 @@ def run_c_bench(model_path: str | os.PathLike, runtime: str = "qemu-m4", runs: i
             if res.get("first_mismatch_detail"):
                 result["first_mismatch"] = res["first_mismatch_detail"]
             return result
-        t0 = time.perf_counter()
-        paths = build.build_m4(work, engine.name)
-        result["build_seconds"] = round(time.perf_counter() - t0, 3)
-        t0 = time.perf_counter()
-        res = build.run_qemu(paths["elf"], timeout=timeout)
-        result["emulation_seconds"] = round(time.perf_counter() - t0, 3)
-        sections = build.section_sizes(paths["elf"])
-        out_item = 4 if engine.output_dtype == "float32" else 1
-        results_buf = len(xs) * int(np.prod(engine.output_shape)) * out_item
-        firmware_flash = sum(n for s, n in sections.items() if s in (".text", ".rodata", ".data", ".ARM.exidx"))
-        harness = build.footprint(paths["harness_objs"])  # test harness + startup: not part of the engine
-        flash = firmware_flash - harness["flash_bytes"]
-        static_ram = sections.get(".data", 0) + sections.get(".bss", 0) - results_buf
-        instructions = res["elapsed"] * build.INSTRUCTIONS_PER_TICK / len(xs)
+        from firmware_export.m4.target import run_on_target
+
+        run = run_on_target(model_path, "c", xs, keep_dir=work, timeout=timeout)
+        mism = [i for i, (g, w) in enumerate(zip(run.outputs, refs)) if not np.array_equal(g.reshape(-1),
+                                                                                          w.reshape(-1))]
+        s = run.summary()
         result.update({
-            "outputs_match": res["mismatches"] == 0,
-            "mismatches": res["mismatches"],
-            "instructions_per_inference": int(round(instructions)),
-            "macs_per_instruction": round(engine.macs / instructions, 4) if instructions else None,
-            "flash_bytes": flash,
-            "firmware_flash_bytes": firmware_flash,
-            "ram_bytes": static_ram + res["stack_bytes"],
-            "static_ram_bytes": static_ram,
-            "stack_bytes": res["stack_bytes"],
-            "sections": {k: v for k, v in sections.items() if not k.startswith((".debug", ".comment", ".ARM.attr"))},
+            "build_seconds": s["build_seconds"],
+            "emulation_seconds": s["emulation_seconds"],
+            "outputs_match": not mism,
+            "mismatches": len(mism),
+            "instructions_per_inference": s["instructions_per_inference"],
+            "macs_per_instruction": s["macs_per_instruction"],
+            "flash_bytes": s["flash"]["model"] + s["flash"]["runtime"],
+            "firmware_flash_bytes": s["flash"]["firmware"],
+            "ram_bytes": s["ram_bytes"],
+            "static_ram_bytes": s["static_ram_bytes"],
+            "stack_bytes": s["stack_bytes"],
             "latency_ms": None,
-            "machine": build.QEMU_MACHINE,
-            "instructions_per_tick": build.INSTRUCTIONS_PER_TICK,
+            "machine": s["machine"],
+            "instructions_per_tick": s["instructions_per_tick"],
         })
-        if res.get("first_mismatch_detail"):
-            result["first_mismatch"] = res["first_mismatch_detail"]
+        if mism:
+            result["first_mismatch"] = (f"input {mism[0]}: got {run.outputs[mism[0]].reshape(-1)[:16].tolist()} "
+                                        f"expected {refs[mism[0]].reshape(-1)[:16].tolist()}")
         return result
     finally:
         if not keep_dir:

@@ -63,25 +63,31 @@ def _c_values(arr: np.ndarray) -> str:
     return ", ".join(items)
 
 
-def golden_header(engine, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> str:
+def golden_header(engine, inputs: list[np.ndarray], outputs: list[np.ndarray] | None) -> str:
+    """Golden inputs and, unless ``outputs`` is None, the expected outputs (the harness then compares)."""
     ctype_in = "float" if engine.input_dtype == "float32" else "int8_t"
     ctype_out = "float" if engine.output_dtype == "float32" else "int8_t"
     invoke = f"{engine.name}_invoke_float" if engine.float_io else f"{engine.name}_invoke"
     n_in = int(np.prod(engine.input_shape))
     n_out = int(np.prod(engine.output_shape))
     rows_in = ",\n".join("    {" + _c_values(x) + "}" for x in inputs)
-    rows_out = ",\n".join("    {" + _c_values(y) + "}" for y in outputs)
-    return (f"/* {engine.name}_golden.h - {len(inputs)} golden vectors from LiteRT's reference interpreter. */\n"
+    if outputs is None:
+        what, expected = "inputs (the outputs go back to the host)", "#define CE_GOLDEN_NO_OUTPUTS 1\n"
+    else:
+        rows_out = ",\n".join("    {" + _c_values(y) + "}" for y in outputs)
+        what = "vectors from LiteRT's reference interpreter"
+        expected = (f"static const ce_out_t ce_golden_out[CE_GOLDEN_N][CE_GOLDEN_OUT] CE_GOLDEN_SECTION = "
+                    f"{{\n{rows_out}\n}};\n")
+    return (f"/* {engine.name}_golden.h - {len(inputs)} golden {what}. */\n"
             f"#ifndef CE_GOLDEN_H\n#define CE_GOLDEN_H\n"
             f"#define CE_GOLDEN_N {len(inputs)}\n#define CE_GOLDEN_IN {n_in}\n#define CE_GOLDEN_OUT {n_out}\n"
             f"#define CE_INVOKE {invoke}\n"
             f"typedef {ctype_in} ce_in_t;\ntypedef {ctype_out} ce_out_t;\n"
             f"static const ce_in_t ce_golden_in[CE_GOLDEN_N][CE_GOLDEN_IN] CE_GOLDEN_SECTION = {{\n{rows_in}\n}};\n"
-            f"static const ce_out_t ce_golden_out[CE_GOLDEN_N][CE_GOLDEN_OUT] CE_GOLDEN_SECTION = {{\n{rows_out}\n}};\n"
-            f"#endif\n")
+            f"{expected}#endif\n")
 
 
-def write_golden(out_dir: Path, engine, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+def write_golden(out_dir: Path, engine, inputs: list[np.ndarray], outputs: list[np.ndarray] | None) -> None:
     (Path(out_dir) / f"{engine.name}_golden.h").write_text(golden_header(engine, inputs, outputs), encoding="utf-8")
 
 
