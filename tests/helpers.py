@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from toolchain.cli import main
@@ -65,3 +67,8 @@ def flatbuffer_counts(path) -> dict:
             macs += int(np.prod(out)) * w[1]
     return {"params": params, "macs": macs, "ops": ops, "inputs": [shape(int(i)) for i in g.InputsAsNumpy()],
             "outputs": [shape(int(i)) for i in g.OutputsAsNumpy()]}
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TFLM_DIR = SHARED / "tflm"              # the offline TFLM source tree (tests and CI build TFLM from it)
+REF_DIR = SHARED / "models" / "reference"

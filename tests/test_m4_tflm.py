@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import REF_DIR, TFLM_DIR, run_cli
 
-TFLM_DIR = Path(__file__).resolve().parents[2] / "shared" / "tflm"
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "reference"
 
 pytestmark = [
     pytest.mark.qemu,

@@ -77,7 +77,7 @@ class TargetRun:
 def run_on_target(model_path: str | os.PathLike, engine: str, inputs: list[np.ndarray], *,
                   tflm_dir: str | os.PathLike | None = None, dump_layers: bool = False,
                   keep_dir: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-                  timeout: float = 1800) -> TargetRun:
+                  timeout: float = 600) -> TargetRun:
     """Build ``model_path`` for the Cortex-M4F with ``engine``, run ``inputs`` on QEMU, return the measurements."""
     ok, reason = supported_engine(engine)
     if not ok:

@@ -141,7 +141,7 @@ def _parse_result(text: str) -> dict[str, int]:
 
 def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs: list[np.ndarray], *,
              model_bytes: int, arena_bytes: int, out_dtype: np.dtype, out_shape: tuple[int, ...],
-             work: str | os.PathLike, dump_layers: bool = False, timeout: float = 1800,
+             work: str | os.PathLike, dump_layers: bool = False, timeout: float = 600,
              progress: Callable[[str], None] | None = None) -> TflmRun:
     """Build the TFLM test firmware for ``inputs`` (raw, already in the model's input type) and run it on QEMU."""
     export_dir, work = Path(export_dir), Path(work)

@@ -73,6 +73,15 @@ static void ce_exit(int code)
  * provides it in hosted builds; this firmware links with -nostartfiles). Never exits, so they never run. */
 void *__dso_handle = 0;
 
+/* exit() / abort() (e.g. a TFLM assertion) end the emulation with an error instead of newlib's endless loop */
+void _exit(int code)
+{
+    if (code != 0) {
+        ce_puts("CE_FAULT exit\n");
+    }
+    ce_exit(code);
+}
+
 static volatile uint32_t ce_wraps;
 
 void SysTick_Handler(void) { ce_wraps++; }
