@@ -848,3 +848,26 @@ def test_config_header_records_the_preprocessing(reference_models_dir, tmp_path)
     (tmp_path / "hw.json").unlink()  # no record: the header says so instead of inventing one
     export_tflm(src, tmp_path / "fw2")
     assert "Preprocessing: not recorded" in (tmp_path / "fw2" / "hw_model_config.h").read_text()
+
+
+def test_on_target_options_are_checked_before_any_work(tiny_models, tmp_path, capsys, monkeypatch):
+    """--on-target needs a TFLM tree; a folder that is not one, an unknown kernel flavour, and on-target options
+    with --format c are one-line usage errors, and nothing is written."""
+    monkeypatch.delenv("TOOLCHAIN_TFLM_DIR", raising=False)
+    model = tiny_models["int8"]
+    cases = [
+        (["--on-target"], "no TensorFlow Lite Micro source tree given"),
+        (["--on-target", "--tflm-dir", str(tmp_path)], "not a TensorFlow Lite Micro source tree"),
+        (["--on-target", "--tflm-dir", str(tmp_path), "--kernels", "fast"], "must be reference or cmsis-nn"),
+        (["--format", "c", "--kernels", "reference"], "applies to --format tflm only"),
+    ]
+    for i, (extra, message) in enumerate(cases):
+        out = tmp_path / f"fw{i}"
+        code, _, err = run_cli(["export", model, "-o", out, *extra], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert not out.exists()
+    # without a tree the default stays on the host figure, silently
+    code, out, err = run_cli(["export", model, "-o", tmp_path / "host"], capsys)
+    assert code == 0 and "not measured on a 32-bit target" in out
+    manifest = json.loads((tmp_path / "host" / "manifest.json").read_text())
+    assert manifest["arena"]["recommended_from"] == "host" and manifest["arena"]["target"] is None
