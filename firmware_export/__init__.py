@@ -22,7 +22,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from toolchain.errors import ExportError
+from toolchain.errors import ExportError, ToolchainError
 
 __all__ = ["export_tflm", "render_sources", "MANIFEST_FORMAT"]
 
@@ -170,6 +170,7 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
         "model_config.h.tmpl", **common, num_inputs=len(model.inputs), num_outputs=len(model.outputs),
         arena_formula=c_comment(arena["formula"]), arena_recorded=arena["recorded_bytes"],
         arena_smallest=arena["smallest_allocating_bytes"], arena_recommended=arena["recommended_bytes"],
+        arena_host_proven=arena.get("host_recommended_bytes", arena["recommended_bytes"]),
         arena_note=c_comment(arena["note"]), arena_target_text=c_comment(arena.get("target_text") or
                                                                         "Not measured on a 32-bit target"),
         tensor_blocks="".join(blocks) + _preprocessing_block(meta, common),
@@ -203,16 +204,19 @@ def _is_float_model(model) -> bool:
 
 
 def _target_library(on_target: bool | None, tflm_dir, kernels: str, progress):
-    """The TFLM library for the on-target arena measurement, or None when it is off or (auto) unavailable."""
+    """The TFLM library for the on-target arena measurement, or None when it is off or (auto) unavailable.
+
+    An explicit ``tflm_dir`` makes the measurement required; with only ``$TOOLCHAIN_TFLM_DIR`` it is automatic."""
     from firmware_export.m4.tflm_lib import TFLM_DIR_ENV, tflm_library
     from firmware_export.m4.tools import tools_available
+    from toolchain.errors import UsageError
 
-    if on_target is False:
-        return None
     engine = {"reference": "tflm", "cmsis-nn": "cmsis-nn"}.get(kernels)
     if engine is None:
-        raise ExportError("the target kernels must be reference or cmsis-nn", received=f"--kernels {kernels}")
-    if on_target is None and not (tools_available() and (tflm_dir or os.environ.get(TFLM_DIR_ENV))):
+        raise UsageError("the target kernels must be reference or cmsis-nn", received=f"--kernels {kernels}")
+    if on_target is False:
+        return None
+    if on_target is None and tflm_dir is None and not (tools_available() and os.environ.get(TFLM_DIR_ENV)):
         return None
     return tflm_library(tflm_dir, engine, progress)
 
@@ -229,15 +233,18 @@ def _measure_on_target(export_dir: Path, name: str, model, host_arena: int, lib,
         progress(f"measuring the arena on the emulated Cortex-M4F (TFLM {lib.flavour} kernels)")
     with tempfile.TemporaryDirectory(prefix="tflm_arena_") as work:
         run = measure_target_arena(export_dir, name, model, host_arena, lib, work)
-    used = run.arena_used_bytes
-    recommended = max(round_up(used * (1.0 + margin / 100.0)), round_up(used))
+    used, smallest = run.arena_used_bytes, run.smallest_arena_bytes
+    base = max(used, smallest)
+    recommended = max(round_up(base * (1.0 + margin / 100.0)), round_up(base))
     kernels = "TFLM + CMSIS-NN" if lib.flavour == "cmsis-nn" else "TFLM reference kernels"
-    return {"used_bytes": used, "recommended_bytes": recommended, "kernels": lib.flavour, "machine": QEMU_MACHINE,
-            "cpu": "Cortex-M4F", "pointer_bits": 32, "instructions_per_inference": run.instructions_per_inference,
-            "formula": f"ceil16(arena_used_bytes {used} on the Cortex-M4F ({kernels}) x (1 + {margin:g} %)) = "
-                       f"{recommended} bytes",
+    return {"used_bytes": used, "smallest_allocating_bytes": smallest, "recommended_bytes": recommended,
+            "kernels": lib.flavour, "machine": QEMU_MACHINE, "cpu": "Cortex-M4F", "pointer_bits": 32,
+            "instructions_per_inference_zero_input": run.instructions_per_inference,
+            "formula": f"ceil16(max(arena_used_bytes {used}, smallest that allocates and runs {smallest}) on the "
+                       f"Cortex-M4F ({kernels}) x (1 + {margin:g} %)) = {recommended} bytes",
             "text": f"On the 32-bit target (Cortex-M4F, {kernels}, QEMU {QEMU_MACHINE}): arena_used_bytes() = "
-                    f"{used}; host recommendation {host_arena} bytes"}
+                    f"{used}, smallest arena that allocates and runs (bisected on the target) = {smallest}; host "
+                    f"recommendation {host_arena} bytes"}
 
 
 def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
@@ -272,7 +279,11 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     margin = check_margin(DEFAULT_MARGIN_PCT if arena_margin is None else arena_margin)
     board = get_target(target) if target else None
     check_output_dir(out_dir, force)
-    target_lib = _target_library(on_target, tflm_dir, target_kernels, progress)
+    if on_target is False and tflm_dir is not None:
+        from toolchain.errors import UsageError
+
+        raise UsageError("--tflm-dir is for the on-target measurement, which --host-only turns off",
+                          received=f"--host-only --tflm-dir {tflm_dir}")
     meta = load_tflite_metadata(src)  # a sidecar that does not belong to this model is refused here, before work
     methods = resolver_methods(model_operator_names(model))
     if not model.inputs or not model.outputs:
@@ -294,6 +305,7 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
         raise ExportError("the recommended tensor arena did not allocate and run the model in tflite-micro",
                           received=f"{m.recommended_bytes} bytes")
     arena = m.to_dict()
+    arena["host_recommended_bytes"] = m.recommended_bytes
     arena["formula"] = (f"ceil16(max(recorded {m.recorded_bytes}, smallest allocating {m.smallest_allocating_bytes})"
                         f" x (1 + {margin:g} %)) = {m.recommended_bytes} bytes")
     host_recommended = m.recommended_bytes
@@ -315,6 +327,9 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
             io.append({k: info[k] for k in ("kind", "index", "name", "dtype", "shape", "bytes", "quantized",
                                              "scale", "zero_point")})
 
+    required = on_target is True or tflm_dir is not None
+    target_lib = _target_library(on_target, tflm_dir, target_kernels, progress)
+
     # ---- write atomically (the on-target measurement builds from the files in the temporary folder)
     files = []
     from toolchain.results import ExportManifest
@@ -326,7 +341,13 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
             (tmp / fname).write_text(text, encoding="utf-8")
         target_arena = None
         if target_lib is not None:
-            target_arena = _measure_on_target(tmp, cname, model, host_recommended, target_lib, margin, progress)
+            try:
+                target_arena = _measure_on_target(tmp, cname, model, host_recommended, target_lib, margin, progress)
+            except ToolchainError as exc:
+                if required:
+                    raise
+                warnings.append(f"the arena was not measured on the target (automatic, $TOOLCHAIN_TFLM_DIR): {exc}")
+        if target_arena is not None:
             arena.update(recommended_bytes=target_arena["recommended_bytes"], formula=target_arena["formula"],
                          target_text=target_arena["text"])
             texts = render_sources(model, cname, source_name=src.name, sha256=sha, section=section, arena=arena,

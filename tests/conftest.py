@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# a developer's own TFLM tree must not switch every export test to the on-target arena measurement
+os.environ.pop("TOOLCHAIN_TFLM_DIR", None)
 
 REFERENCE_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "reference"
 

@@ -12,6 +12,7 @@ import pytest
 
 from toolchain.bench import bench, format_bench, host_info
 from tests.helpers import cli_exit_code as cli
+from tests.helpers import run_cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
 KWS = REF_DIR / "mlperftiny__kws_ref_model.tflite"
@@ -255,3 +256,13 @@ def test_target_output_comparison_counts_lsb_and_first_mismatch():
     got[9][0, 0] -= 3
     c = compare_outputs(got, want)
     assert (c["identical"], c["identical_pct"], c["first_mismatch"], c["max_lsb_diff"]) == (18, 90.0, 5, 3)
+
+
+def test_unknown_engine_is_refused(capsys):
+    code, _, err = run_cli(["bench", str(need(HELLO)), "--runtime", "qemu-m4", "--engine", "x"],
+                           capsys)
+    assert code == 2 and "--engine must be c" in err
+    code, _, err = run_cli(["bench", str(need(HELLO)), "--engine", "tflm"], capsys)
+    assert code == 2 and "only apply to --runtime qemu-m4" in err
+    code, _, err = run_cli(["bench", str(need(HELLO)), "--runtime", "qemu-m4", "--tflm-dir", "/nonexistent"], capsys)
+    assert code == 2 and "--tflm-dir is for --engine tflm or cmsis-nn" in err

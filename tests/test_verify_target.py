@@ -135,6 +135,7 @@ def test_verify_on_qemu_resnet8_tflm_names_the_diverging_layer(tmp_path, capsys)
     # convolution grow through the residual stages and the softmax)
     assert cmp["identical_pct"] < 100 and cmp["max_lsb_diff"] > 0
     d = t["divergence"]
-    assert d["status"] == "diverged" and d["op"] in ("CONV_2D", "ADD", "FULLY_CONNECTED", "AVERAGE_POOL_2D")
+    # measured with this tree: op 2, the second CONV_2D, differs by 1 LSB on 23 of its 16,384 values
+    assert d["status"] == "diverged" and (d["op_index"], d["op"]) == (2, "CONV_2D") and d["max_abs_diff"] == 1
     assert d["sample"] == cmp["first_mismatch"]
     assert f"first diverging layer (sample {d['sample']}): op {d['op_index']} {d['op']}" in out

@@ -130,6 +130,8 @@ def bench_target(path: Path, engine: str, runs: int, dataset: str | None, tflm_d
     ok, reason = supported_engine(engine)
     if not ok:
         raise UsageError(reason, received=f"--engine {engine}")
+    if engine == "c" and tflm_dir is not None:
+        raise UsageError("--tflm-dir is for --engine tflm or cmsis-nn", received=f"--engine c --tflm-dir {tflm_dir}")
     if board:
         from firmware_export.targets import get_target
 

@@ -82,6 +82,7 @@ def run_and_compare(model_path: str | os.PathLike, engine: str, inputs: list[np.
     refs, ref_name = host_reference(model_path, inputs)
     cmp = compare_outputs(run.outputs, refs)
     cmp["reference"] = ref_name
+    cmp["reference_outputs"] = refs
     return run, cmp
 
 
@@ -92,6 +93,7 @@ def bench_on_target(path: Path, engine: str, inputs: list[np.ndarray], input_sou
     from toolchain.timing import host_info
 
     run, cmp = run_and_compare(path, engine, inputs, tflm_dir=tflm_dir, progress=progress)
+    cmp.pop("reference_outputs")
     s = run.summary()
     flash = s["flash"]
     return TargetBenchResult(
@@ -106,7 +108,8 @@ def bench_on_target(path: Path, engine: str, inputs: list[np.ndarray], input_sou
         host=host_info(), engine=engine, engine_title=s["engine_title"], arena_source=s["arena_source"],
         flash=flash, reference=cmp["reference"], identical_pct=cmp["identical_pct"],
         max_lsb_diff=cmp["max_lsb_diff"], input_source=input_source, qemu_runs=s["qemu_runs"],
-        library=s["library"], board_time=board_time(s["instructions_per_inference"], board)).to_json()
+        library=s["library"], board_time=board_time(s["instructions_per_inference"], board),
+        sections=s["sections"]).to_json()
 
 
 def first_divergence(model_path: str | os.PathLike, engine: str, x: np.ndarray, *, tflm_dir=None,
@@ -149,6 +152,9 @@ def first_divergence(model_path: str | os.PathLike, engine: str, x: np.ndarray, 
                     "tensor": model.tensor(tensor).name, "tensor_index": tensor,
                     "differing_values": int(np.count_nonzero(diff)), "values": int(diff.size),
                     "max_abs_diff": float(np.max(np.abs(diff))), "layers_compared": compared, "engine": engine}
+    if compared == 0:
+        return {"status": "unavailable", "layers_compared": 0, "engine": engine,
+                "reason": "no dumped layer could be matched with a host tensor of the same size and type"}
     return {"status": "identical", "layers_compared": compared, "engine": engine,
             "reason": "every dumped layer equals the host's intermediate tensor"}
 
@@ -163,7 +169,7 @@ def verify_on_target(candidate: str | os.PathLike, inputs: list[np.ndarray], lab
     differs, ``divergence`` names the first diverging layer (:func:`first_divergence`).
     """
     run, cmp = run_and_compare(candidate, engine, inputs, tflm_dir=tflm_dir, progress=progress)
-    refs, _ = host_reference(candidate, inputs)
+    refs = cmp.pop("reference_outputs")
     got = np.stack([np.asarray(o).reshape(-1) for o in run.outputs])
     want = np.stack([np.asarray(o).reshape(-1) for o in refs])
     pred_t, pred_h = got.argmax(axis=1), want.argmax(axis=1)

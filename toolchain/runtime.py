@@ -137,8 +137,12 @@ def intermediate_tensors(model: str | os.PathLike | bytes, x: np.ndarray) -> dic
     except (ValueError, RuntimeError) as exc:
         raise ModelError("litert cannot load the model", received=f"{source}: {str(exc).splitlines()[0]}") from exc
     d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.asarray(x).reshape(d["shape"]).astype(d["dtype"], copy=False))
-    it.invoke()
+    try:
+        it.set_tensor(d["index"], np.asarray(x).reshape(d["shape"]).astype(d["dtype"], copy=False))
+        it.invoke()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError("litert could not run the model on this input",
+                         received=f"{source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     out: dict[int, np.ndarray] = {}
     for det in it.get_tensor_details():
         try:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from firmware_export.m4.tflm_lib import FLAVOUR_OF, tflm_library  # noqa: F401  (re-exported)
-from firmware_export.m4.tools import FLASH_LIMIT, INSTRUCTIONS_PER_TICK, QEMU_MACHINE
+from firmware_export.m4.tools import FLASH_LIMIT, INSTRUCTIONS_PER_TICK, QEMU_MACHINE, RAM_LIMIT, STACK_RESERVE
 from toolchain.errors import ExportError, UsageError
 
 ENGINES = ("c", "tflm", "cmsis-nn")
@@ -55,6 +55,7 @@ class TargetRun:
     library: dict[str, Any] | None = None
     layers: list[tuple[int, int, bytes]] | None = None   # (layer/op index, tensor index, bytes), first input
     name: str = ""
+    sections: dict[str, int] = field(default_factory=dict)   # arm-none-eabi-size -A of the (first) firmware
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,7 +72,8 @@ class TargetRun:
                 "arena_source": self.arena_source, "flash": dict(self.flash), "ram_bytes": self.ram_bytes,
                 "static_ram_bytes": self.static_ram_bytes, "stack_bytes": self.stack_bytes,
                 "qemu_runs": self.qemu_runs, "build_seconds": self.build_seconds,
-                "emulation_seconds": self.emulation_seconds, "library": self.library, **self.extra}
+                "emulation_seconds": self.emulation_seconds, "library": self.library,
+                "sections": dict(self.sections), **self.extra}
 
 
 def run_on_target(model_path: str | os.PathLike, engine: str, inputs: list[np.ndarray], *,
@@ -82,7 +84,7 @@ def run_on_target(model_path: str | os.PathLike, engine: str, inputs: list[np.nd
     ok, reason = supported_engine(engine)
     if not ok:
         raise UsageError(reason, received=f"--engine {engine}")
-    work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="m4_"))
+    work = Path(keep_dir).resolve() if keep_dir else Path(tempfile.mkdtemp(prefix="m4_"))  # compilers run in it
     work.mkdir(parents=True, exist_ok=True)
     try:
         if engine == "c":
@@ -125,7 +127,8 @@ def _run_tflm(path: Path, engine: str, inputs, work: Path, tflm_dir, dump_layers
         qemu_runs=run.qemu_runs, build_seconds=run.build_seconds, emulation_seconds=run.emulation_seconds,
         library={"flavour": lib.flavour, "path": str(lib.path), "tree": str(lib.tree.root),
                  "tree_digest": lib.tree.digest[:16], "cached": lib.cached, "build_seconds": lib.build_seconds},
-        layers=run.layers, name=path.stem, extra={"host_arena_bytes": int(manifest["arena"]["recorded_bytes"])})
+        layers=run.layers, name=path.stem, sections=run.sections,
+        extra={"host_arena_recorded_bytes": int(manifest["arena"]["recorded_bytes"])})
 
 
 def _run_c(path: Path, inputs, work: Path, progress, timeout, dump_layers: bool = False) -> TargetRun:
@@ -137,7 +140,9 @@ def _run_c(path: Path, inputs, work: Path, progress, timeout, dump_layers: bool 
     in_bytes = int(np.asarray(xs[0]).nbytes) if xs else 0
     out_item = 4 if engine.output_dtype == "float32" else 1
     n_out = int(np.prod(engine.output_shape))
-    per_run = max(0, (FLASH_LIMIT - path.stat().st_size - 512 * 1024) // max(1, in_bytes + n_out * out_item))
+    per_run = max(0, (FLASH_LIMIT - path.stat().st_size - 512 * 1024) // max(1, in_bytes))  # inputs: flash
+    per_run = min(per_run,  # the outputs stay in RAM until the run ends
+                  (RAM_LIMIT - engine.plan.arena_bytes - STACK_RESERVE) // max(1, n_out * out_item))
     if not xs or per_run < 1:
         raise ExportError("the model and one input do not fit the emulated board's 4 MB flash image" if xs
                           else "no inputs to run on the target", received=f"{len(xs)} inputs of {in_bytes} bytes")
@@ -146,6 +151,7 @@ def _run_c(path: Path, inputs, work: Path, progress, timeout, dump_layers: bool 
     build_s = emu_s = 0.0
     chunks = [xs[i:i + per_run] for i in range(0, len(xs), per_run)]
     flash: dict[str, int] = {}
+    sections: dict[str, int] = {}
     static_ram = 0
     layers = None
     for ci, chunk in enumerate(chunks):
@@ -172,7 +178,8 @@ def _run_c(path: Path, inputs, work: Path, progress, timeout, dump_layers: bool 
         stack = max(stack, res["stack_bytes"])
         if ci == 0:
             layers = read_layer_dump(paths["elf"].parent / "ce_layers.bin") if dump_layers else None
-            sections = section_sizes(paths["elf"])
+            sections = {k: v for k, v in section_sizes(paths["elf"]).items()
+                        if not k.startswith((".debug", ".comment", ".ARM.attr"))}
             total = firmware_flash(sections)
             harness = footprint(paths["harness_objs"])["flash_bytes"]
             model_fp = sum(n for s, n in section_sizes(paths["model_obj"]).items() if s.startswith(".rodata"))
@@ -185,4 +192,4 @@ def _run_c(path: Path, inputs, work: Path, progress, timeout, dump_layers: bool 
         arena_bytes=int(engine.plan.arena_bytes), arena_source="C engine offline memory plan", flash=flash,
         ram_bytes=int(engine.plan.arena_bytes) + static_ram + stack, static_ram_bytes=static_ram, stack_bytes=stack,
         qemu_runs=len(chunks), build_seconds=round(build_s, 2), emulation_seconds=round(emu_s, 2), name=path.stem,
-        layers=layers)
+        layers=layers, sections=sections)

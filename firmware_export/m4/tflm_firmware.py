@@ -24,14 +24,13 @@ from typing import Any, Callable
 import numpy as np
 
 from firmware_export.m4.tflm_lib import CXX_FLAGS, TflmLibrary
-from firmware_export.m4.tools import (FLASH_LIMIT, INSTRUCTIONS_PER_TICK, QEMU_MACHINE, arm_tool, firmware_flash,
+from firmware_export.m4.tools import (FLASH_LIMIT, INSTRUCTIONS_PER_TICK, QEMU_MACHINE, RAM_LIMIT, STACK_RESERVE,
+                                      arm_tool, firmware_flash,
                                       footprint, read_layer_dump, run_qemu, run_tool,
                                       section_sizes)
 from toolchain.errors import ExportError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-RAM_LIMIT = 4 * 1024 * 1024
-STACK_RESERVE = 64 * 1024
 OUTPUTS_FILE, RESULT_FILE, LAYERS_FILE = "th_outputs.bin", "th_result.txt", "th_layers.bin"
 _CODE_HEADROOM = 1024 * 1024  # flash kept for code when sizing a batch of inputs (the TFLM library is < 1 MB)
 LINK_FLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
@@ -49,6 +48,7 @@ class TflmRun:
     flash: dict[str, int]              # model, runtime, harness, firmware (= model + runtime + harness)
     static_ram_bytes: int              # .data + .bss without the arena array
     stack_bytes: int
+    smallest_arena_bytes: int          # find_smallest: bisected on the target (allocates and runs); else 0
     qemu_runs: int
     build_seconds: float
     emulation_seconds: float
@@ -81,11 +81,12 @@ def _compile(cmd: list[str], work: Path, what: str) -> None:
         raise ExportError(f"{what} failed", received=proc.stderr.strip()[-1500:])
 
 
-def _inputs_header(name: str, n: int, in_bytes: int, out_bytes: int, arena: int, dump: bool) -> str:
+def _inputs_header(name: str, n: int, in_bytes: int, out_bytes: int, arena: int, dump: bool, smallest: bool) -> str:
     return (f"// {name}_m4_inputs.h -- generated: {n} raw input(s) of {in_bytes} bytes in section .golden.\n"
             f"#ifndef TH_INPUTS_H_\n#define TH_INPUTS_H_\n#include <stdint.h>\n"
             f"#define TH_N {n}u\n#define TH_IN_BYTES {in_bytes}u\n#define TH_OUT_BYTES {out_bytes}u\n"
             f"#define TH_ARENA_BYTES {arena}u\n#define TH_DUMP_LAYERS {int(dump)}\n"
+            f"#define TH_FIND_SMALLEST {int(smallest)}\n"
             f'extern "C" const uint8_t th_inputs[TH_N][TH_IN_BYTES];\n#endif\n')
 
 
@@ -98,6 +99,7 @@ class _Objects:
     """The objects that do not depend on the inputs: compiled once per firmware folder."""
 
     def __init__(self, export_dir: Path, name: str, lib: TflmLibrary, work: Path):
+        export_dir, work = Path(export_dir).resolve(), Path(work).resolve()  # the compilers run in `work`
         self.export_dir, self.name, self.lib, self.work = export_dir, name, lib, work
         self.gcc, self.gxx = arm_tool("arm-none-eabi-gcc"), arm_tool("arm-none-eabi-g++")
         startup, self.ld = _startup(work)
@@ -124,9 +126,9 @@ class _Objects:
 
 def build_example(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, work: str | os.PathLike) -> Path:
     """Compile and link the export's own ``NAME_main.cc`` for the Cortex-M4F; returns the ELF."""
-    work = Path(work)
+    work, export_dir = Path(work).resolve(), Path(export_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    objs = _Objects(Path(export_dir), name, lib, work)
+    objs = _Objects(export_dir, name, lib, work)
     main_obj = objs.cxx(Path(export_dir) / f"{name}_main.cc", work / f"{name}_main.o", ["-Werror"])
     return objs.link([main_obj, objs.model_obj, objs.startup_obj], work / f"{name}_main.elf")
 
@@ -134,7 +136,7 @@ def build_example(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, wo
 def _parse_result(text: str) -> dict[str, int]:
     fields = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
     try:
-        return {k: int(fields[k]) for k in ("runs", "elapsed", "arena_used", "stack")}
+        return {k: int(fields[k]) for k in ("runs", "elapsed", "arena_used", "smallest", "stack")}
     except (KeyError, ValueError) as exc:
         raise ExportError("the TFLM firmware reported no result", received=text.strip()[-300:] or "<empty>") from exc
 
@@ -142,9 +144,9 @@ def _parse_result(text: str) -> dict[str, int]:
 def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs: list[np.ndarray], *,
              model_bytes: int, arena_bytes: int, out_dtype: np.dtype, out_shape: tuple[int, ...],
              work: str | os.PathLike, dump_layers: bool = False, timeout: float = 600,
-             progress: Callable[[str], None] | None = None) -> TflmRun:
+             progress: Callable[[str], None] | None = None, find_smallest: bool = False) -> TflmRun:
     """Build the TFLM test firmware for ``inputs`` (raw, already in the model's input type) and run it on QEMU."""
-    export_dir, work = Path(export_dir), Path(work)
+    export_dir, work = Path(export_dir).resolve(), Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     if not inputs:
         raise ExportError("no inputs to run on the target", received="0 inputs")
@@ -165,11 +167,13 @@ def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs:
     (work / "th_harness.cc").write_text(_render(
         "m4/tflm_harness.cc.tmpl", name=name, version=_version(), outputs_file=OUTPUTS_FILE, result_file=RESULT_FILE,
         layers_file=LAYERS_FILE), encoding="utf-8")
+    (work / "th_ops.cc").write_text(_render("m4/tflm_ops.cc.tmpl", name=name, version=_version()), encoding="utf-8")
+    ops_obj = objs.cxx(work / "th_ops.cc", work / "th_ops.o", ["-Werror"])
     build_s = time.monotonic() - t0
     emu_s = 0.0
     outputs: list[np.ndarray] = []
     elapsed = 0
-    arena_used = stack = 0
+    arena_used = stack = smallest = 0
     layers = None
     sections: dict[str, int] = {}
     flash: dict[str, int] = {}
@@ -179,13 +183,14 @@ def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs:
         t1 = time.monotonic()
         (work / "th_inputs.bin").write_bytes(b"".join(chunk))
         (work / f"{name}_m4_inputs.h").write_text(
-            _inputs_header(name, len(chunk), in_bytes, out_bytes, arena_bytes, dump_layers), encoding="utf-8")
+            _inputs_header(name, len(chunk), in_bytes, out_bytes, arena_bytes, dump_layers, find_smallest and ci == 0),
+            encoding="utf-8")
         (work / "th_inputs.S").write_text(_inputs_asm("th_inputs.bin"), encoding="utf-8")
         inputs_obj = work / "th_inputs.o"
         _compile([objs.gcc, "-mcpu=cortex-m4", "-mthumb", "-c", str(work / "th_inputs.S"), "-o", str(inputs_obj)],
                  work, "assembling the inputs")
         harness_obj = objs.cxx(work / "th_harness.cc", work / "th_harness.o", ["-Werror"])
-        elf = objs.link([harness_obj, objs.model_obj, objs.startup_obj, inputs_obj], work / f"{name}_tflm.elf")
+        elf = objs.link([harness_obj, ops_obj, objs.model_obj, objs.startup_obj, inputs_obj], work / f"{name}_tflm.elf")
         build_s += time.monotonic() - t1
         if ci == 0:
             sections = {k: v for k, v in section_sizes(elf).items()
@@ -209,6 +214,7 @@ def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs:
         res = _parse_result(text)
         elapsed += res["elapsed"]
         arena_used, stack = res["arena_used"], max(stack, res["stack"])
+        smallest = smallest or res["smallest"]
         got = np.frombuffer((work / OUTPUTS_FILE).read_bytes(), dtype=out_dtype)
         if got.size != len(chunk) * int(np.prod(out_shape)):
             raise ExportError("the target wrote fewer outputs than it ran inputs", received=f"{got.size} values")
@@ -219,6 +225,7 @@ def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs:
     return TflmRun(flavour=lib.flavour, outputs=outputs,
                    instructions_per_inference=int(round(elapsed * INSTRUCTIONS_PER_TICK / len(raw))),
                    arena_used_bytes=arena_used, flash=flash, static_ram_bytes=static_ram, stack_bytes=stack,
+                   smallest_arena_bytes=smallest,
                    qemu_runs=len(chunks), build_seconds=round(build_s, 2), emulation_seconds=round(emu_s, 2),
                    layers=layers, sections=sections)
 
@@ -231,8 +238,12 @@ def _version() -> str:
 
 def measure_target_arena(export_dir: str | os.PathLike, name: str, model, host_arena: int,
                          lib: TflmLibrary, work: str | os.PathLike) -> TflmRun:
-    """Run the export once on the emulated core (zero input) to read ``arena_used_bytes()`` on the target."""
+    """Run the export on the emulated core (one all-zero input) in a generous arena: ``arena_used_bytes()`` and the
+    smallest arena that allocates and runs, bisected on the target (TFLM needs more during AllocateTensors() than
+    it keeps, and CMSIS-NN scratch can exceed the host's figure)."""
     tin, tout = model.tensor(model.inputs[0]), model.tensor(model.outputs[0])
     x = np.zeros(tuple(int(s) for s in tin.shape), dtype=np.dtype(tin.dtype))
-    return run_tflm(export_dir, name, lib, [x], model_bytes=len(model.data), arena_bytes=host_arena,
-                    out_dtype=np.dtype(tout.dtype), out_shape=tuple(int(s) for s in tout.shape), work=work)
+    generous = min(RAM_LIMIT - STACK_RESERVE - 64 * 1024, max(2 * host_arena, 256 * 1024))
+    return run_tflm(export_dir, name, lib, [x], model_bytes=len(model.data), arena_bytes=generous,
+                    out_dtype=np.dtype(tout.dtype), out_shape=tuple(int(s) for s in tout.shape), work=work,
+                    find_smallest=True)

@@ -16,7 +16,6 @@ into place only when complete.
 
 from __future__ import annotations
 
-import concurrent.futures
 import fcntl
 import hashlib
 import json
@@ -27,9 +26,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from firmware_export.m4.tools import arm_tool, run_tool
+from toolchain.procutil import child_process_kwargs
 from toolchain.errors import ExportError, UsageError
 
 TFLM_DIR_ENV = "TOOLCHAIN_TFLM_DIR"
@@ -51,12 +51,13 @@ INCLUDES = [".", "third_party", "third_party/gemmlowp", "third_party/flatbuffers
             "third_party/ruy", "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Include",
             "third_party/cmsis/CMSIS/Core/Include"]
 CMSIS_NN_INCLUDES = ["third_party/cmsis", "third_party/cmsis_nn", "third_party/cmsis_nn/Include"]
+SOURCE_DIRS = ("tensorflow", "signal", "third_party", "lists")  # create_tflm_tree.py output + the source lists
 _REQUIRED = ("tensorflow/lite/micro/micro_interpreter.h", "tensorflow/lite/schema/schema_generated.h")
 
 
 @dataclass(frozen=True)
 class TflmTree:
-    """A TFLM source tree, checked once: its root, and a digest of every file that can enter a build."""
+    """A TFLM source tree, checked once: its root, and a digest of every file under its source folders."""
 
     root: Path
     digest: str
@@ -76,11 +77,15 @@ class TflmTree:
             raise UsageError("not a TensorFlow Lite Micro source tree (create_tflm_tree.py layout)",
                              received=f"--tflm-dir={tflm_dir}: no {missing[0]}")
         h = hashlib.sha256()
-        for base in ("tensorflow", "signal", "third_party", "lists"):
-            for path in sorted((root / base).rglob("*")) if (root / base).is_dir() else []:
-                if path.is_file():
-                    h.update(str(path.relative_to(root)).encode() + b"\0")
-                    h.update(hashlib.sha256(path.read_bytes()).digest())
+        try:
+            for base in SOURCE_DIRS:
+                for path in sorted((root / base).rglob("*")) if (root / base).is_dir() else []:
+                    if path.is_file():
+                        h.update(str(path.relative_to(root)).encode() + b"\0")
+                        h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError as exc:
+            raise UsageError("the TFLM source tree cannot be read",
+                             received=f"--tflm-dir={tflm_dir}: {exc.filename}: {exc.strerror}") from exc
         return cls(root=root, digest=h.hexdigest())
 
     def sources(self, flavour: str) -> list[str]:
@@ -90,7 +95,8 @@ class TflmTree:
             raise UsageError("the TFLM tree does not list the library sources of this flavour",
                              received=f"{lst} is missing (TFLM make list_library_sources output)")
         srcs = [s.strip() for s in lst.read_text(encoding="utf-8").splitlines() if s.strip()]
-        bad = [s for s in srcs if not (self.root / s).is_file() or ".." in Path(s).parts]
+        bad = [s for s in srcs if not (self.root / s).is_file() or ".." in Path(s).parts
+               or Path(s).parts[0] not in SOURCE_DIRS]  # the digest covers these folders only
         if bad or not srcs:
             raise UsageError("the TFLM source list names files that are not in the tree",
                              received=f"{lst.name}: {bad[0] if bad else 'empty'}")
@@ -148,10 +154,15 @@ def build_library(tree: TflmTree, flavour: str, *, jobs: int | None = None,
     flags = flavour_flags(flavour)
     key = _build_key(tree, flavour)
     root = cache_root() / "tflm"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{FLAVOURS[flavour]}-{key}"
     lib = final / "libtflm.a"
-    with open(root / f"{final.name}.lock", "w") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{final.name}.lock", "w")
+    except OSError as exc:
+        raise UsageError("the TFLM library cache folder cannot be written",
+                         received=f"{root} ({exc.strerror}); set ${CACHE_DIR_ENV}") from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here for the first one's build
         if lib.is_file():
             return TflmLibrary(tree, flavour, lib, cached=True, build_seconds=None)
@@ -159,7 +170,7 @@ def build_library(tree: TflmTree, flavour: str, *, jobs: int | None = None,
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
         try:
-            objs = _compile_all(tree, flavour, flags, srcs, tmp, jobs or os.cpu_count() or 1, progress, t0 + timeout)
+            objs = _compile_all(tree, flavour, flags, srcs, tmp, jobs or _cpus(), progress, t0 + timeout)
             ar = arm_tool("arm-none-eabi-ar")
             listing = tmp / "objects.txt"
             listing.write_text("\n".join(str(o) for o in objs) + "\n", encoding="utf-8")
@@ -168,6 +179,8 @@ def build_library(tree: TflmTree, flavour: str, *, jobs: int | None = None,
                 raise ExportError("archiving the TFLM library failed", received=proc.stderr.strip()[-500:])
             for o in objs:
                 o.unlink()
+            for e in tmp.glob("*.err"):
+                e.unlink()
             listing.unlink()
             seconds = round(time.monotonic() - t0, 1)
             (tmp / "build.json").write_text(json.dumps({
@@ -182,32 +195,58 @@ def build_library(tree: TflmTree, flavour: str, *, jobs: int | None = None,
         return TflmLibrary(tree, flavour, lib, cached=False, build_seconds=seconds)
 
 
+def _cpus() -> int:
+    """CPUs this process may use (affinity), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _compile_all(tree: TflmTree, flavour: str, flags: list[str], srcs: list[str], out: Path, jobs: int,
                  progress: Callable[[str], None] | None, deadline: float) -> list[Path]:
+    """Compile every source, ``jobs`` compilers at a time (processes polled here: no threads, so the children's
+    die-with-parent pre-exec hook is safe); the first failure stops the others."""
     gxx, gcc = arm_tool("arm-none-eabi-g++"), arm_tool("arm-none-eabi-gcc")
     inc = include_flags(tree, flavour)
-
-    def one(i: int, src: str) -> Path:
-        obj = out / f"{i:04d}_{Path(src).stem}.o"
-        cxx = src.endswith((".cc", ".cpp"))
-        cmd = [gxx if cxx else gcc, *flags, *(CXX_FLAGS if cxx else C_FLAGS), *inc, "-c", src, "-o", str(obj)]
-        proc = run_tool(cmd, tree.root, max(1.0, deadline - time.monotonic()), f"compiling {src}")
-        if proc.returncode != 0:
-            raise ExportError("compiling the TFLM library failed", received=f"{src}: {proc.stderr.strip()[-800:]}")
-        return obj
-
+    pending = list(enumerate(srcs))
+    running: list[tuple[subprocess.Popen, str, Path, Any]] = []
     objs: list[Path] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, i, s) for i, s in enumerate(srcs)]
-        try:
-            for n, fut in enumerate(concurrent.futures.as_completed(futures), 1):
-                objs.append(fut.result())
-                if progress and (n % 25 == 0 or n == len(srcs)):
-                    progress(f"TFLM {flavour} library: compiled {n}/{len(srcs)} sources")
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                i, src = pending.pop(0)
+                obj = out / f"{i:04d}_{Path(src).stem}.o"
+                cxx = src.endswith((".cc", ".cpp"))
+                cmd = [gxx if cxx else gcc, *flags, *(CXX_FLAGS if cxx else C_FLAGS), *inc, "-c", src, "-o", str(obj)]
+                err = open(obj.with_suffix(".err"), "w+")
+                try:
+                    proc = subprocess.Popen(cmd, cwd=tree.root, stdout=subprocess.DEVNULL, stderr=err,
+                                            **child_process_kwargs())
+                except OSError as exc:
+                    err.close()
+                    raise ExportError("the Arm compiler could not be started", received=f"{src}: {exc}") from exc
+                running.append((proc, src, obj, err))
+            time.sleep(0.05)
+            for item in list(running):
+                proc, src, obj, err = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                err.seek(0)
+                text = err.read()
+                err.close()
+                if proc.returncode != 0:
+                    raise ExportError("compiling the TFLM library failed", received=f"{src}: {text.strip()[-800:]}")
+                objs.append(obj)
+                if progress and (len(objs) % 25 == 0 or len(objs) == len(srcs)):
+                    progress(f"TFLM {flavour} library: compiled {len(objs)}/{len(srcs)} sources")
+            if time.monotonic() > deadline:
+                raise ExportError("building the TFLM library timed out", received=f"{len(objs)}/{len(srcs)} sources")
+    finally:
+        for proc, _, _, err in running:
+            proc.kill()
+            proc.wait()
+            err.close()
     return sorted(objs)
 
 

@@ -20,6 +20,8 @@ from toolchain.procutil import child_process_kwargs
 QEMU_MACHINE = "mps2-an386"
 INSTRUCTIONS_PER_TICK = 40  # SysTick at 25 MHz under -icount shift=0 (1 ns per instruction)
 FLASH_LIMIT = 4 * 1024 * 1024  # the linker script's FLASH region (SSRAM1 of the AN386)
+RAM_LIMIT = 4 * 1024 * 1024    # its RAM region (data, bss, stack)
+STACK_RESERVE = 64 * 1024      # RAM kept for the stack when sizing arenas and output buffers
 
 _INSTALL_HINT = {"qemu-system-arm": "apt install qemu-system-arm"}
 
@@ -45,6 +47,8 @@ def run_tool(cmd: list[str], cwd: Path, timeout: float, what: str) -> subprocess
                               **child_process_kwargs())
     except FileNotFoundError as exc:
         raise RuntimeUnavailableError(f"{cmd[0]} is not installed", received=what) from exc
+    except OSError as exc:  # not executable, out of processes, ...
+        raise ExportError(f"{Path(cmd[0]).name} could not be started", received=f"{what}: {exc.strerror}") from exc
     except subprocess.TimeoutExpired as exc:
         raise ExportError(f"{what} timed out after {timeout:.0f} s", received=" ".join(map(str, cmd[:3]))) from exc
 
@@ -53,6 +57,8 @@ def section_sizes(path: str | os.PathLike) -> dict[str, int]:
     """``arm-none-eabi-size -A``: section name -> bytes."""
     size = arm_tool("arm-none-eabi-size")
     proc = run_tool([size, "-A", str(path)], Path(path).parent, 60, "arm-none-eabi-size")
+    if proc.returncode != 0:
+        raise ExportError("arm-none-eabi-size could not read the firmware", received=proc.stderr.strip()[-300:])
     out: dict[str, int] = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
@@ -91,7 +97,9 @@ def run_qemu(elf: str | os.PathLike, timeout: float = 600) -> subprocess.Complet
 
 def read_layer_dump(path: Path) -> list[tuple[int, int, bytes]]:
     """A per-layer dump written by the test firmware: (layer/op index, tensor index, bytes) in execution order."""
-    data = Path(path).read_bytes() if Path(path).is_file() else b""
+    if not Path(path).is_file():
+        raise ExportError("the target wrote no layer dump", received=str(path))
+    data = Path(path).read_bytes()
     out: list[tuple[int, int, bytes]] = []
     pos = 0
     while pos + 12 <= len(data):

@@ -102,11 +102,11 @@ def export_cmd(
     if as_json:
         console.print(json.dumps(manifest, indent=2), markup=False)
         return
-    for line in render_export_summary(manifest, output):
+    for line in render_export_summary(manifest, output, host_only=on_target is False):
         console.print(line, markup=False)
 
 
-def render_export_summary(manifest: dict, output: Path) -> list[str]:
+def render_export_summary(manifest: dict, output: Path, host_only: bool = False) -> list[str]:
     a = manifest["arena"]
     lines = [f"exported {manifest['source']['file']} ({manifest['model_bytes']:,} bytes, sha256 "
              f"{manifest['source']['sha256'][:16]}...) as '{manifest['name']}' to {output}"]
@@ -123,9 +123,12 @@ def render_export_summary(manifest: dict, output: Path) -> list[str]:
     lines.append(f"  {a['note']} [{a['host']}, {a['runtime']}]")
     t = a.get("target")
     if t:
-        lines.append(f"tensor arena (target): arena_used_bytes {t['used_bytes']:,} B on the {t['cpu']} "
+        lines.append(f"tensor arena (target): arena_used_bytes {t['used_bytes']:,} B, smallest that allocates and "
+                     f"runs {t['smallest_allocating_bytes']:,} B on the {t['cpu']} "
                      f"({'TFLM + CMSIS-NN' if t['kernels'] == 'cmsis-nn' else 'TFLM reference kernels'}, QEMU "
                      f"{t['machine']}), +{a['margin_pct']:g} % -> recommended {a['recommended_bytes']:,} B")
+    elif host_only:
+        lines.append(f"recommended arena: {a['recommended_bytes']:,} B (host figure, --host-only)")
     else:
         lines.append(f"recommended arena: {a['recommended_bytes']:,} B (host figure; not measured on a 32-bit "
                      "target: give --tflm-dir with the Arm toolchain and QEMU installed)")

@@ -113,6 +113,7 @@ def verify_cmd(
         ok, reason = supported_engine(engine)
         if not ok:
             raise UsageError(reason, received=f"--engine {engine}")
+        _check_target(candidate, engine, tflm_dir)
         runner = functools.partial(verify_on_target, engine=engine, tflm_dir=tflm_dir, progress=progress_printer())
     elif engine != "c" or tflm_dir is not None:
         raise UsageError("--engine and --tflm-dir need --on qemu-m4", received="--on (missing)")
@@ -132,6 +133,22 @@ def verify_cmd(
     if not report["passed"]:
         raise CheckFailed(failed_check_messages(report))
     console.print("verify: PASSED")
+
+
+def _check_target(candidate: Path, engine: str, tflm_dir: Optional[Path]) -> None:
+    """Refuse what the on-target run would refuse, before the host evaluation spends its time."""
+    if candidate.suffix.lower() != ".tflite":
+        raise UsageError("--on qemu-m4 needs a .tflite candidate", received=str(candidate))
+    if engine == "c":
+        if tflm_dir is not None:
+            raise UsageError("--tflm-dir is for --engine tflm or cmsis-nn", received=f"--engine c --tflm-dir {tflm_dir}")
+        from firmware_export.cgen import load_engine
+
+        load_engine(candidate)  # ExportError naming the unsupported operators
+    else:
+        from firmware_export.m4.tflm_lib import TflmTree
+
+        TflmTree.open(tflm_dir)
 
 
 def _out(text: str) -> None:

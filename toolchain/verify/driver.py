@@ -30,6 +30,7 @@ log = logging.getLogger("toolchain.verify")
 
 REPORT_FORMAT = "toolchain-verify-report/1"
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # percentage points, applied when a reference is given
+TARGET_ENGINES = ("c", "tflm", "cmsis-nn")  # firmware_export.m4.target.ENGINES (this layer does not import it)
 
 
 @dataclass
@@ -81,6 +82,8 @@ class VerifyOptions:
                             ("--samples", self.target_samples)):
                 if v is not None:
                     raise UsageError(f"{name} needs --on qemu-m4", received=f"{name} {v:g}")
+        if self.target_engine not in TARGET_ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(TARGET_ENGINES)}", received=self.target_engine)
         if self.target_samples is not None and self.target_samples < 1:
             raise UsageError("--samples must be >= 1", received=self.target_samples)
         if self.min_target_agreement is not None and not 0.0 <= self.min_target_agreement <= 1.0:
@@ -228,6 +231,9 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike,
     target = None
     if options.on_target:
         n = min(len(y), options.target_samples or len(y))
+        if options.target_samples is not None and options.target_samples > len(y):
+            log.warning("--samples %d: the %s split has %d samples; all of them run on the target",
+                        options.target_samples, data.split, len(y))
         xq = quantize_input(x[:n], cand_rt.input_details[0])
         target = target_runner(cand.path, [xq[i:i + 1] for i in range(n)], y[:n] if classification else None)
         rows += target["rows"]

@@ -79,7 +79,8 @@ def evaluate_checks(report: dict[str, Any], options: "VerifyOptions", baseline: 
         target = report.get("target") or {}
         checks.append(_check("min_target_agreement", "target.agreement", ">=", float(options.min_target_agreement),
                              target.get("agreement"), f"fraction of samples where the {target.get('engine_title')} "
-                             f"on {target.get('on')} and the host candidate pick the same class"))
+                             f"on {target.get('on')} and the host candidate pick the same class (outputs that are not "
+                             "class scores: give identical outputs)"))
     if baseline is not None:
         acc = report["candidate"].get("accuracy")
         reg = (baseline["accuracy"] - acc) * 100.0 if acc is not None else None
