@@ -72,3 +72,22 @@ def flatbuffer_counts(path) -> dict:
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TFLM_DIR = SHARED / "tflm"              # the offline TFLM source tree (tests and CI build TFLM from it)
 REF_DIR = SHARED / "models" / "reference"
+
+
+def litert_reference(path, xs):
+    """Outputs (flattened, int64) of LiteRT's reference kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES), one per input:
+    the bit-exact host reference the tests compare firmware outputs with."""
+    import numpy as np
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    din, dout = it.get_input_details()[0], it.get_output_details()[0]
+    outs = []
+    for x in xs:
+        it.set_tensor(din["index"], x.astype(din["dtype"]).reshape(din["shape"]))
+        it.invoke()
+        outs.append(it.get_tensor(dout["index"]).reshape(-1).astype(np.int64))
+    return np.array(outs)

@@ -12,7 +12,7 @@ import pytest
 
 from toolchain.bench import bench, format_bench, host_info
 from tests.helpers import cli_exit_code as cli
-from tests.helpers import run_cli
+from tests.helpers import litert_reference, run_cli
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared/models/reference"
 KWS = REF_DIR / "mlperftiny__kws_ref_model.tflite"
@@ -158,21 +158,6 @@ def _qemu_result(elf: Path) -> dict[str, int]:
     return dict(zip(("runs", "mismatches", "first", "ticks", "stack"), map(int, m.groups())))
 
 
-def _litert_ref(path: Path, xs: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    it.allocate_tensors()
-    din, dout = it.get_input_details()[0], it.get_output_details()[0]
-    outs = []
-    for x in xs:
-        it.set_tensor(din["index"], x.astype(din["dtype"]).reshape(din["shape"]))
-        it.invoke()
-        outs.append(it.get_tensor(dout["index"]).reshape(-1).astype(np.int64))
-    return np.array(outs)
-
-
 @pytest.mark.qemu
 def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
     """A real `bench --runtime qemu-m4 --runs 20 --dataset npz:...` of hello_world (3 FULLY_CONNECTED), the build
@@ -213,7 +198,7 @@ def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
     q = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + z, -128, 127).astype(np.int64)
     assert gin.shape == (runs, 1) and np.array_equal(gin[:, 0], q)
     written = np.frombuffer((build_dir / "ce_outputs.bin").read_bytes(), dtype=np.int8).reshape(runs, -1)
-    assert np.array_equal(written, _litert_ref(model, gin.astype(np.int8)))
+    assert np.array_equal(written, litert_reference(model, gin.astype(np.int8)))
     assert r["outputs_match"] is True and r["mismatches"] == 0 and r["identical_pct"] == 100.0
     assert "LiteRT reference kernels" in r["reference"]
 

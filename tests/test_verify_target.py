@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import REF_DIR, TFLM_DIR, run_cli
+from tests.helpers import REF_DIR, TFLM_DIR, litert_reference, run_cli
 
 
 pytestmark = [
@@ -24,18 +24,7 @@ pytestmark = [
 
 
 def _host_predictions(path: Path, xq: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    it.allocate_tensors()
-    d, o = it.get_input_details()[0], it.get_output_details()[0]
-    preds = []
-    for x in xq:
-        it.set_tensor(d["index"], x.reshape(d["shape"]))
-        it.invoke()
-        preds.append(int(np.argmax(it.get_tensor(o["index"]))))
-    return np.array(preds)
+    return np.array([int(np.argmax(o)) for o in litert_reference(path, xq)])
 
 
 @pytest.mark.slow
