@@ -187,6 +187,7 @@ def build_library(tree: TflmTree, flavour: str, *, jobs: int | None = None,
                 "tree": str(tree.root), "tree_digest": tree.digest, "flavour": flavour, "flags": flags,
                 "cxx_flags": CXX_FLAGS, "c_flags": C_FLAGS, "compiler": _compiler_id(), "sources": len(srcs),
                 "build_seconds": seconds}, indent=2) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is as readable as ~/.cache
             if final.exists():  # a folder without its library: an interrupted move, replaced whole
                 shutil.rmtree(final)
             os.replace(tmp, final)
