@@ -172,7 +172,11 @@ class PipelineSummary(_Result):
     int8_tflite_bytes: int
     arena_bytes: int
     arena_recorded_bytes: int
+    c_engine_arena_bytes: int | None
     latency_ms: dict[str, Any]
+    target: str
+    firmware: dict[str, Any]
+    on_target: dict[str, Any] | None
     checks: list[dict[str, Any]]
     passed: bool
     stage_seconds: dict[str, float]
