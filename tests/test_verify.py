@@ -275,6 +275,47 @@ def test_baseline_regression_is_caught(models_dir, tmp_path, capsys):
                 "--baseline", str(tmp_path / "base.json")]) == 0
 
 
+def test_footprint_gates_and_baseline_growth(models_dir, tmp_path, capsys):
+    """--max-flash compares the candidate file's bytes (no target run); a baseline's footprint catches a larger
+    model (the float16 file of the same network, same accuracy) with exit 1 naming the flash growth."""
+    small, large = models_dir / "good_int8.tflite", models_dir / "good_f16.tflite"
+    n_small, n_large = len(small.read_bytes()), len(large.read_bytes())
+    assert n_large > 1.05 * n_small
+    assert cli(["verify", "-c", str(small), "-o", str(tmp_path / "base"), "--runs", "5", "--no-plots",
+                "--max-flash", str(n_small), "--write-baseline", str(tmp_path / "base.json")]) == 0
+    rep = json.loads((tmp_path / "base" / "report.json").read_text())
+    assert rep["footprint"]["kind"] == "model-file" and rep["footprint"]["flash_bytes"] == n_small
+    assert rep["footprint"]["arena_bytes"] is None and rep["footprint"]["instructions_per_inference"] is None
+    assert {c["name"]: c["passed"] for c in rep["checks"]}["max_flash"] is True
+    assert load_baseline(tmp_path / "base.json")["footprint"]["flash_bytes"] == n_small
+    capsys.readouterr()
+    # one byte less than the file: max_flash fails, value = the file's size
+    assert cli(["verify", "-c", str(small), "-o", str(tmp_path / "tight"), "--runs", "5", "--no-plots",
+                "--max-flash", str(n_small - 1)]) == 1
+    assert f"max_flash: footprint.flash_bytes = {n_small:.4g}" in capsys.readouterr().err
+    # the larger model against the baseline: accuracy the same, flash grows
+    assert cli(["verify", "-c", str(large), "-o", str(tmp_path / "grown"), "--runs", "5", "--no-plots",
+                "--baseline", str(tmp_path / "base.json"), "--max-growth", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "baseline_flash_growth" in err and "max_regression" not in err
+    rep = json.loads((tmp_path / "grown" / "report.json").read_text())
+    growth = {c["name"]: c for c in rep["checks"]}["baseline_flash_growth"]
+    assert growth["value"] == pytest.approx(100 * (n_large - n_small) / n_small, abs=1e-3) and not growth["passed"]
+    # within --max-growth it passes; the baseline report.json works as well as the baseline file
+    assert cli(["verify", "-c", str(large), "-o", str(tmp_path / "ok"), "--runs", "5", "--no-plots",
+                "--baseline", str(tmp_path / "base" / "report.json"),
+                "--max-growth", str(100 * n_large / n_small)]) == 0
+    # on-target figures without --on, and malformed values, are usage errors that write nothing
+    for extra in (["--max-arena", "1000"], ["--max-instructions", "1000"], ["--max-flash", "0"],
+                  ["--max-growth", "-1"]):
+        assert cli(["verify", "-c", str(small), "-o", str(tmp_path / "u"), "--min-accuracy", "0", *extra]) == 2
+        assert not (tmp_path / "u").exists()
+    bad = tmp_path / "bad_base.json"
+    bad.write_text(json.dumps({"footprint": {"kind": "model-file", "flash_bytes": -3}}))
+    assert cli(["verify", "-c", str(small), "-o", str(tmp_path / "u"), "--baseline", str(bad)]) == 2
+    assert "malformed footprint" in capsys.readouterr().err
+
+
 def test_float16_candidate_and_float_tflite_reference(models_dir, tmp_path):
     out = tmp_path / "f16"
     assert cli(["verify", "-r", str(models_dir / "good"), "-c", str(models_dir / "good_f16.tflite"), "-o", str(out),

@@ -128,3 +128,33 @@ def test_verify_on_qemu_resnet8_tflm_names_the_diverging_layer(tmp_path, capsys)
     assert d["status"] == "diverged" and (d["op_index"], d["op"]) == (2, "CONV_2D") and d["max_abs_diff"] == 1
     assert d["sample"] == cmp["first_mismatch"]
     assert f"first diverging layer (sample {d['sample']}): op {d['op_index']} {d['op']}" in out
+
+
+def test_footprint_gates_on_the_target(trained_seed001, tmp_path, capsys):
+    """On the target the footprint is the firmware's: flash = model + runtime code, the C engine's arena, the
+    instructions counted on QEMU; --max-instructions below the count fails naming it; a baseline of the same run
+    passes with 0 % growth."""
+    cand = tmp_path / "m_int8.tflite"
+    code, _, err = run_cli(["quantise", trained_seed001, "--output", cand, "--calibration-samples", "32"], capsys)
+    assert code == 0, err
+    common = ["verify", "-c", cand, "--on", "qemu-m4", "--samples", 2, "--no-layer-debug", "--no-plots", "--runs", 3]
+    code, out, err = run_cli(common + ["-o", tmp_path / "a", "--write-baseline", tmp_path / "b.json"], capsys)
+    assert code == 0, out + err
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    t, fp = rep["target"], rep["footprint"]
+    assert fp["kind"] == "qemu-m4:c" and fp["flash_bytes"] == t["flash"]["model"] + t["flash"]["runtime"]
+    assert fp["arena_bytes"] == t["arena_bytes"] and fp["instructions_per_inference"] == t["instructions_per_inference"]
+    from firmware_export.cgen import load_engine
+
+    assert fp["arena_bytes"] == load_engine(cand).plan.arena_bytes
+    n = fp["instructions_per_inference"]
+    code, out, err = run_cli(common + ["-o", tmp_path / "c", "--max-instructions", n - 1, "--max-arena",
+                                       fp["arena_bytes"], "--baseline", tmp_path / "b.json", "--max-growth", 0],
+                             capsys)
+    assert code == 1
+    assert "max_instructions" in err and "max_arena" not in err and "growth" not in err
+    checks = {c["name"]: c for c in json.loads((tmp_path / "c" / "report.json").read_text())["checks"]}
+    assert checks["max_instructions"]["value"] == n and checks["max_arena"]["passed"]
+    for k in ("flash", "arena", "instructions"):
+        assert checks[f"baseline_{k}_growth"]["value"] == 0 and checks[f"baseline_{k}_growth"]["passed"]
+

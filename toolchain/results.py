@@ -45,6 +45,7 @@ class VerifyReport(_Result):
     input_statistics: dict[str, Any]
     host: dict[str, Any]
     target: dict[str, Any] | None = None        # --on qemu-m4: the samples on the emulated Cortex-M4F
+    footprint: dict[str, Any] | None = None     # what the footprint gates compare (verify.gates.footprint)
     plots: list[str] = field(default_factory=list)
 
 

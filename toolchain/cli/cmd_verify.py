@@ -47,7 +47,16 @@ def verify_cmd(
     max_regression: float = typer.Option(1.0, "--max-regression",
                                          help="Gate with --baseline: maximum accuracy loss in percentage points."),
     write_baseline: Optional[Path] = typer.Option(None, "--write-baseline",
-                                                  help="Write this run's accuracy as a baseline file."),
+                                                  help="Write this run's accuracy and footprint as a baseline file."),
+    max_flash: Optional[int] = typer.Option(None, "--max-flash",
+                                            help="Gate: maximum flash bytes (with --on: firmware model + runtime "
+                                                 "code, measured; without: the candidate file)."),
+    max_arena: Optional[int] = typer.Option(None, "--max-arena", help="Gate with --on: maximum arena bytes."),
+    max_instructions: Optional[int] = typer.Option(None, "--max-instructions",
+                                                   help="Gate with --on: maximum instructions per inference."),
+    max_growth: float = typer.Option(5.0, "--max-growth",
+                                     help="Gate with --baseline: maximum growth of flash, arena and instructions "
+                                          "(each measured the same way in both runs), percent."),
     layer_debug: bool = typer.Option(True, "--layer-debug/--no-layer-debug",
                                      help="Per-layer int8 error with TF's QuantizationDebugger (needs a .keras "
                                           "reference and TensorFlow)."),
@@ -87,6 +96,9 @@ def verify_cmd(
       toolchain verify -r runs/s1 -c new_int8.tflite --baseline out/v/report.json --max-regression 0.5 -o out/v2
 
       toolchain verify -c model_int8.tflite --on qemu-m4 --samples 200 --min-target-agreement 1.0 -o out/m4
+
+      toolchain verify -c new_int8.tflite --on qemu-m4 --samples 20 --baseline main/report.json --max-growth 2 \
+        --max-flash 900000 --max-arena 65536 --max-instructions 30000000 -o out/footprint
     """
     from toolchain.errors import CheckFailed
     from toolchain.fsutil import atomic_write_json, check_output_dir, check_output_file, output_dir
@@ -100,7 +112,9 @@ def verify_cmd(
                             min_agreement=min_agreement, min_accuracy=min_accuracy,
                             baseline=str(baseline) if baseline else None, max_regression=max_regression,
                             input_check=input_check, plots=plots, on_target=on, target_engine=engine,
-                            target_samples=samples, min_target_agreement=min_target_agreement)
+                            target_samples=samples, min_target_agreement=min_target_agreement,
+                            max_flash=max_flash, max_arena=max_arena, max_instructions=max_instructions,
+                            max_growth=max_growth)
     options.validate()
     runner = None
     if on is not None:

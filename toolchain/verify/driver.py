@@ -22,7 +22,7 @@ from toolchain.artifacts import ModelArtifact, open_artifact
 from toolchain.errors import DatasetError, ModelError, UsageError
 from toolchain.results import VerifyReport
 from toolchain.specs import DatasetSpec
-from toolchain.verify.gates import (evaluate_checks, input_distribution_check, load_baseline,
+from toolchain.verify.gates import (evaluate_checks, footprint, input_distribution_check, load_baseline,
                                     reference_sanity_check)
 from toolchain.verify.metrics import classification_metrics, compare_outputs, softmax_like
 
@@ -58,6 +58,10 @@ class VerifyOptions:
     target_engine: str = "c"                   # c | tflm | cmsis-nn
     target_samples: int | None = None          # default: every evaluated sample
     min_target_agreement: float | None = None  # fraction: target top-1 == host candidate top-1
+    max_flash: int | None = None               # bytes: firmware (on target) or the candidate file
+    max_arena: int | None = None               # bytes, on target
+    max_instructions: int | None = None        # per inference, on target
+    max_growth: float = 5.0                    # percent, each footprint figure vs --baseline
 
     def validate(self) -> None:
         if self.split not in ("test", "val", "train"):
@@ -90,6 +94,16 @@ class VerifyOptions:
             raise UsageError("--min-target-agreement must be a fraction in [0, 1]", received=self.min_target_agreement)
         if self.max_regression < 0:
             raise UsageError("--max-regression must be >= 0 percentage points", received=self.max_regression)
+        for name, v in (("--max-flash", self.max_flash), ("--max-arena", self.max_arena),
+                        ("--max-instructions", self.max_instructions)):
+            if v is not None and v < 1:
+                raise UsageError(f"{name} must be >= 1", received=v)
+        if self.on_target is None:
+            for name, v in (("--max-arena", self.max_arena), ("--max-instructions", self.max_instructions)):
+                if v is not None:
+                    raise UsageError(f"{name} is measured on the target; add --on qemu-m4", received=f"{name} {v}")
+        if not 0 <= self.max_growth < 1e6:
+            raise UsageError("--max-growth must be a percentage >= 0", received=self.max_growth)
 
     def check_gate(self, has_reference: bool) -> None:
         """A gate with nothing to check, or a threshold that needs a missing reference, is a usage error."""
@@ -98,7 +112,8 @@ class VerifyOptions:
                 if v is not None:
                     raise UsageError(f"{name} compares the candidate with a reference; pass --reference MODEL",
                                      received=f"{name} {v:g} without --reference")
-            if self.min_accuracy is None and self.baseline is None and self.on_target is None:
+            if self.min_accuracy is None and self.baseline is None and self.on_target is None \
+                    and self.max_flash is None:
                 raise UsageError("verify has nothing to check: pass --reference MODEL (accuracy drop vs the float "
                                  "model), --min-accuracy F or --baseline FILE", received="--candidate only")
 
@@ -283,10 +298,11 @@ def verify(reference: str | os.PathLike | None, candidate: str | os.PathLike,
         baseline=None, checks=[], warnings=warnings,
         input_statistics={"evaluated": evaluated.to_dict(),
                           "calibration": calibration.to_dict() if calibration is not None else None},
-        host=host_info(), target=target)
+        host=host_info(), target=target, footprint=footprint(cand_info, target))
     if baseline is not None:
         acc = cand_info.get("accuracy")
-        baseline["regression_pp"] = (baseline["accuracy"] - acc) * 100.0 if acc is not None else None
+        baseline["regression_pp"] = (baseline["accuracy"] - acc) * 100.0 \
+            if acc is not None and baseline["accuracy"] is not None else None
         report.baseline = baseline
     gate_options = VerifyOptions(**{**asdict(options), "dataset": None,
                                     "max_accuracy_drop": options.gate_max_accuracy_drop(ref is not None)})

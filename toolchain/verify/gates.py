@@ -16,8 +16,28 @@ if TYPE_CHECKING:
 BASELINE_FORMAT = "toolchain-verify-baseline/1"
 
 
+FOOTPRINT_KEYS = ("flash_bytes", "arena_bytes", "instructions_per_inference")
+FOOTPRINT_NAMES = {"flash_bytes": "flash", "arena_bytes": "arena", "instructions_per_inference": "instructions"}
+
+
+def footprint(candidate: dict[str, Any], target: dict[str, Any] | None) -> dict[str, Any]:
+    """What the footprint gates compare: measured on the target when it ran (firmware flash = model + runtime code,
+    the engine's arena, instructions per inference), else the candidate file (flash = its bytes; no arena, no
+    instructions). ``kind`` says which, so a baseline is only compared with a footprint measured the same way."""
+    if target:
+        fl = target["flash"]
+        return {"kind": f"{target['on']}:{target['engine']}", "flash_bytes": int(fl["model"] + fl["runtime"]),
+                "flash_source": f"{target['engine_title']} firmware on {target['on']}: model {fl['model']:,} B + "
+                                f"runtime code {fl['runtime']:,} B",
+                "arena_bytes": int(target["arena_bytes"]), "arena_source": target["arena_source"],
+                "instructions_per_inference": int(target["instructions_per_inference"])}
+    return {"kind": "model-file", "flash_bytes": int(candidate["size_bytes"]),
+            "flash_source": "the candidate .tflite file (no runtime code; --on qemu-m4 measures the firmware)",
+            "arena_bytes": None, "arena_source": None, "instructions_per_inference": None}
+
+
 def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
-    """Accuracy of a stored baseline: a verify ``report.json`` (candidate.accuracy) or a baseline file."""
+    """Accuracy and footprint of a stored baseline: a verify ``report.json`` or a ``--write-baseline`` file."""
     import json
 
     p = Path(path)
@@ -27,16 +47,25 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError("baseline file is not valid JSON", received=f"{p}: {exc}") from None
-    acc = None
+    acc = fp = None
     if isinstance(obj, dict):
         if isinstance(obj.get("candidate"), dict):
             acc = obj["candidate"].get("accuracy")
         elif "accuracy" in obj:
             acc = obj.get("accuracy")
-    if not isinstance(acc, (int, float)) or not 0.0 <= float(acc) <= 1.0:
-        raise UsageError("baseline file has no accuracy in [0, 1] (expected a verify report.json or a file "
-                         "written by --write-baseline)", received=str(p))
-    return {"path": str(p), "accuracy": float(acc), "samples": obj.get("samples"),
+        fp = obj.get("footprint")
+    if fp is not None and not (isinstance(fp, dict) and isinstance(fp.get("kind"), str) and all(
+            fp.get(k) is None or (isinstance(fp.get(k), int) and not isinstance(fp.get(k), bool) and fp[k] > 0)
+            for k in FOOTPRINT_KEYS)):
+        raise UsageError("baseline file has a malformed footprint (expected kind and positive integer "
+                         f"{', '.join(FOOTPRINT_KEYS)})", received=str(p))
+    if acc is not None and (not isinstance(acc, (int, float)) or not 0.0 <= float(acc) <= 1.0):
+        raise UsageError("baseline file has an accuracy outside [0, 1]", received=f"{p}: accuracy {acc!r}")
+    if acc is None and fp is None:
+        raise UsageError("baseline file has neither an accuracy in [0, 1] nor a footprint (expected a verify "
+                         "report.json or a file written by --write-baseline)", received=str(p))
+    return {"path": str(p), "accuracy": None if acc is None else float(acc), "footprint": fp,
+            "samples": obj.get("samples"),
             "dataset": (obj.get("dataset") or {}).get("spec") if isinstance(obj.get("dataset"), dict)
             else obj.get("dataset")}
 
@@ -47,7 +76,7 @@ def make_baseline(report: dict[str, Any]) -> dict[str, Any]:
             "reference_accuracy": (report.get("reference") or {}).get("accuracy"),
             "agreement": (report.get("comparison") or {}).get("agreement"),
             "samples": report["samples"], "dataset": report["dataset"]["spec"],
-            "candidate_sha256": report["candidate"]["sha256"]}
+            "candidate_sha256": report["candidate"]["sha256"], "footprint": report.get("footprint")}
 
 
 def _check(name: str, metric: str, op: str, threshold: float, value: float | None, detail: str = "") -> dict:
@@ -81,12 +110,40 @@ def evaluate_checks(report: dict[str, Any], options: "VerifyOptions", baseline: 
                              target.get("agreement"), f"fraction of samples where the {target.get('engine_title')} "
                              f"on {target.get('on')} and the host candidate pick the same class (outputs that are not "
                              "class scores: give identical outputs)"))
+    fp = report.get("footprint") or {}
+    for name, key, limit in (("max_flash", "flash_bytes", options.max_flash),
+                             ("max_arena", "arena_bytes", options.max_arena),
+                             ("max_instructions", "instructions_per_inference", options.max_instructions)):
+        if limit is not None:
+            source = fp.get("flash_source") if key == "flash_bytes" else fp.get("arena_source") \
+                if key == "arena_bytes" else f"counted on {fp.get('kind')}"
+            checks.append(_check(name, f"footprint.{key}", "<=", float(limit), fp.get(key), str(source)))
     if baseline is not None:
-        acc = report["candidate"].get("accuracy")
-        reg = (baseline["accuracy"] - acc) * 100.0 if acc is not None else None
-        checks.append(_check("max_regression", "baseline.regression_pp", "<=", float(options.max_regression), reg,
-                             f"baseline accuracy {baseline['accuracy']:.4f} ({baseline['path']}) - candidate"))
+        if baseline["accuracy"] is not None:
+            acc = report["candidate"].get("accuracy")
+            reg = (baseline["accuracy"] - acc) * 100.0 if acc is not None else None
+            checks.append(_check("max_regression", "baseline.regression_pp", "<=", float(options.max_regression),
+                                 reg, f"baseline accuracy {baseline['accuracy']:.4f} ({baseline['path']}) - "
+                                      "candidate"))
+        checks += growth_checks(fp, baseline, float(options.max_growth))
     return checks
+
+
+def growth_checks(fp: dict[str, Any], baseline: dict[str, Any], max_growth: float) -> list[dict]:
+    """``baseline_<figure>_growth``: each footprint figure measured the same way in both runs may grow by at most
+    ``max_growth`` percent over the baseline's."""
+    base = baseline.get("footprint") or {}
+    if not base or base.get("kind") != fp.get("kind"):
+        return []
+    out = []
+    for key in FOOTPRINT_KEYS:
+        if base.get(key) is None or fp.get(key) is None:
+            continue
+        growth = 100.0 * (fp[key] - base[key]) / base[key]
+        out.append(_check(f"baseline_{FOOTPRINT_NAMES[key]}_growth", f"footprint.{key} growth_pct", "<=", max_growth,
+                          round(growth, 4), f"{fp[key]:,} vs baseline {base[key]:,} ({baseline['path']}, "
+                                            f"{fp['kind']})"))
+    return out
 
 
 def failed_check_messages(report: dict[str, Any]) -> list[str]:
