@@ -40,6 +40,7 @@ log = logging.getLogger("toolchain.quantise")
 
 PRECISIONS = ("float32", "float16", "dynamic")
 IO_DTYPES = ("int8", "uint8", "float32")
+WEIGHT_BITS = ("int8", "int4")
 RANDOM_DATASET = "random"  # calibration with uniform [0, 1) samples: for architecture checks, no accuracy figures
 
 
@@ -56,8 +57,21 @@ class QuantConfig:
     seed: int = 0
     qat_learning_rate: float = 1e-4
     qat_batch_size: int = 32
+    weights: str = "int8"                 # int4: packed int4 weights (toolchain.quant_int4), int8 activations
+    int4_layers: str | None = None        # regex over Keras layer names (default: every eligible layer)
+    keep_int8_layers: str | None = None   # regex: layers that keep int8 weights
 
     def validate(self) -> None:
+        if self.weights not in WEIGHT_BITS:
+            raise UsageError(f"--weights must be one of {', '.join(WEIGHT_BITS)}", received=f"--weights={self.weights}")
+        if self.weights != "int4":
+            for name, v in (("--int4-layers", self.int4_layers), ("--keep-int8-layers", self.keep_int8_layers)):
+                if v is not None:
+                    raise UsageError(f"{name} needs --weights int4", received=f"{name} {v}")
+        from toolchain.quant_int4 import compile_regex
+
+        compile_regex(self.int4_layers, "--int4-layers")
+        compile_regex(self.keep_int8_layers, "--keep-int8-layers")
         if self.io_dtype not in IO_DTYPES:
             raise UsageError(f"--io must be one of {', '.join(IO_DTYPES)}", received=f"--io={self.io_dtype}")
         if isinstance(self.calibration_samples, bool) or not isinstance(self.calibration_samples, int) \
@@ -370,9 +384,19 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
         log.warning("kept float op %s (op %d, output '%s'%s)", f["op"], f["index"], f["output"],
                     f", layer '{f['layer']}'" if f["layer"] else "")
 
+    int4_info = None
+    if config.weights == "int4":
+        from toolchain.quant_int4 import to_int4
+
+        data, int4_info = to_int4(data, lambda tensor: layer_from_name(tensor, names), config.int4_layers,
+                                  config.keep_int8_layers)
+        info = describe(data)
+        log.info("int4 weights: %d of %d layers (%s weights)", sum(e["bits"] == 4 for e in int4_info["layers"]),
+                 len(int4_info["layers"]), f"{int4_info['int4_weight_count']:,}")
     evaluation = _evaluate(model, data, d, autoencoder) if evaluate else None
     quantization = {
-        "scheme": "int8-mixed-float" if float_ops else "full-int8",
+        "scheme": ("int8-mixed-float" if float_ops else "full-int8") + ("-int4-weights" if int4_info else ""),
+        "weights": config.weights,
         "io_dtype": config.io_dtype,
         "per_channel": bool(config.per_channel),
         "calibration_samples": int(d.x_calib.shape[0]),
@@ -385,6 +409,8 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
     }
     if qat_info is not None:
         quantization["qat_details"] = qat_info
+    if int4_info is not None:
+        quantization["int4"] = int4_info
     record = d.record
     if record is not None and d.calibration_split == "train":
         from toolchain.data import input_statistics

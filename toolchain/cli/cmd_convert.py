@@ -57,7 +57,8 @@ def convert_cmd(
 def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scale: Optional[float],
                    calibration_samples: int, per_tensor: bool, io: str, qat: bool, qat_epochs: int,
                    qat_learning_rate: float, allow_float_fallback: bool, seed: int, evaluate: bool,
-                   force: bool) -> None:
+                   force: bool, weights: str = "int8", int4_layers: Optional[str] = None,
+                   keep_int8_layers: Optional[str] = None) -> None:
     from toolchain.quantise import RANDOM_DATASET, QuantConfig, quantise
     from toolchain.specs import DatasetSpec
 
@@ -69,7 +70,8 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scal
 
     config = QuantConfig(per_channel=not per_tensor, io_dtype=io, calibration_samples=calibration_samples, qat=qat,
                          qat_epochs=qat_epochs, allow_float_fallback=allow_float_fallback, seed=seed,
-                         qat_learning_rate=qat_learning_rate)
+                         qat_learning_rate=qat_learning_rate, weights=weights, int4_layers=int4_layers,
+                         keep_int8_layers=keep_int8_layers)
     meta = quantise(model, output, dataset=dataset, config=config, force=force, evaluate=evaluate)
     q = meta["quantization"]
     qat = f", QAT {q['qat_epochs']} epoch{'' if q['qat_epochs'] == 1 else 's'}" if q["qat"] else ""
@@ -86,12 +88,19 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scal
         kept = ", ".join(f"{f['op']} (op {f['index']}{', layer ' + f['layer'] if f.get('layer') else ''})"
                          for f in q["float_ops"])
         console.print(f"float ops kept ({len(q['float_ops'])}): {kept}")
+    if q.get("int4"):
+        i4 = q["int4"]
+        four = [e["layer"] for e in i4["layers"] if e["bits"] == 4]
+        eight = [e["layer"] for e in i4["layers"] if e["bits"] != 4]
+        console.print(f"int4 weights ({len(four)} layers, {i4['int4_weight_count']:,} weights, packed 2 per byte): "
+                      + ", ".join(four) + (f"; int8 kept: {', '.join(eight)}" if eight else ""))
     if qat and q.get("qat_details", {}).get("not_annotated_layers"):
         console.print("QAT: not annotated: " + ", ".join(q["qat_details"]["not_annotated_layers"]))
     ev = meta.get("evaluation")
     if ev and "float_accuracy" in ev:
         console.print(f"test accuracy ({ev['samples']} samples): float {ev['float_accuracy'] * 100:.2f} % -> "
-                      f"int8 {ev['tflite_accuracy'] * 100:.2f} % (drop {ev['accuracy_drop_pp']:+.2f} pp)")
+                      f"{'int4-weight ' if q.get('int4') else 'int8 '}{ev['tflite_accuracy'] * 100:.2f} % "
+                      f"(drop {ev['accuracy_drop_pp']:+.2f} pp)")
     elif ev and "float_mse" in ev:
         console.print(f"test reconstruction MSE ({ev['samples']} samples): float {ev['float_mse']:.6g} -> "
                       f"int8 {ev['tflite_mse']:.6g}")
@@ -119,6 +128,8 @@ _QUANTISE_DOC = """Quantise a Keras model to full-integer int8 TFLite for microc
       toolchain quantise runs/s1 --per-tensor --io uint8 --output out/s1_pt.tflite --force
 
       toolchain quantise my.keras --dataset npz:data.npz --allow-float-fallback --output out/mixed.tflite
+
+      toolchain quantise runs/s1 --weights int4 --keep-int8-layers 'conv1|predictions' --output out/s1_int4.tflite
     """
 
 
@@ -144,10 +155,20 @@ def _make_quantise_command(name: str, hidden: bool) -> None:
                                                   help="Keep ops without int8 kernels in float (mixed model)."),
         seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling and QAT."),
         evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Measure float vs int8 test accuracy."),
+        weights: str = typer.Option("int8", "--weights",
+                                    help="Weight bits: int8 | int4 (packed two per byte, per-channel, int8 "
+                                         "activations; CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED)."),
+        int4_layers: Optional[str] = typer.Option(None, "--int4-layers",
+                                                  help="With --weights int4: regex of the Keras layer names to "
+                                                       "make int4 (default: every eligible layer)."),
+        keep_int8_layers: Optional[str] = typer.Option(None, "--keep-int8-layers",
+                                                       help="With --weights int4: regex of layer names that keep "
+                                                            "int8 weights."),
         force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     ) -> None:
         _quantise_impl(model, output, dataset, input_scale, calibration_samples, per_tensor, io, qat, qat_epochs,
-                       qat_learning_rate, allow_float_fallback, seed, evaluate, force)
+                       qat_learning_rate, allow_float_fallback, seed, evaluate, force, weights, int4_layers,
+                       keep_int8_layers)
 
     command.__doc__ = _QUANTISE_DOC if name == "quantise" else "Alias of `quantise`.\n\n    " + _QUANTISE_DOC
     command.__name__ = f"{name}_cmd"
