@@ -106,3 +106,33 @@ def test_int4_option_errors(trained_seed001, tmp_path, capsys):
         assert code == 2, (extra, out, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
         assert not (tmp_path / "q.tflite").exists()
+
+
+@pytest.mark.slow
+def test_int16_activations_16x8(trained_seed001, tmp_path, capsys):
+    """--activations int16: int16 activations and I/O, int8 weights, int64 biases; accuracy computed here with
+    LiteRT's reference kernels equals the sidecar's; the TFLM export allocates and runs it."""
+    out = tmp_path / "a16.tflite"
+    code, text, err = run_cli(["quantise", trained_seed001, "-o", out, "--activations", "int16"], capsys)
+    assert code == 0, err
+    import tflite
+
+    m = tflite.Model.GetRootAsModel(out.read_bytes(), 0)
+    g = m.Subgraphs(0)
+    assert g.Tensors(g.Inputs(0)).Type() == 7 and g.Tensors(g.Outputs(0)).Type() == 7  # INT16
+    types = {t for _, t, *_ in _tensors(out)}
+    assert types == {9}  # int8 weights
+    x, y = test_split(trained_seed001)
+    acc = float(np.mean(np.argmax(int8_predict(out, x), axis=1) == y))
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["quantization"]["scheme"] == "int16x8" and side["quantization"]["io_dtype"] == "int16"
+    assert side["evaluation"]["tflite_accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert "int16x8" in text
+    code, text, err = run_cli(["export", out, "-o", tmp_path / "fw", "--host-only"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "fw" / "manifest.json").read_text())["arena"]["proven"] is True
+    # the combinations no kernel runs are refused before any work
+    for extra in (["--activations", "int16", "--weights", "int4"], ["--activations", "int16", "--io", "uint8"],
+                  ["--io", "int16"]):
+        code, _, err = run_cli(["quantise", trained_seed001, "-o", tmp_path / "x.tflite", *extra], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (extra, err)

@@ -388,7 +388,7 @@ def _bad_cases(tmp_path: Path, tiny: Path):
         "not keras": (["quantise", not_keras, "-o", out, "-d", "digits"], "expected a Keras model file (.keras)"),
         "corrupt keras": (["quantise", corrupt, "-o", out, "-d", "random"], "not a valid .keras file"),
         "corrupt h5": (["quantise", bad_h5, "-o", out, "-d", "random"], "not a valid HDF5 Keras file"),
-        "bad io": (["quantise", tiny, "-o", out, "-d", "digits", "--io", "int16"], "--io must be one of"),
+        "bad io": (["quantise", tiny, "-o", out, "-d", "digits", "--io", "int12"], "--io must be one of"),
         "zero calibration": (["quantise", tiny, "-o", out, "-d", "digits", "--calibration-samples", "0"],
                              "calibration samples must be a positive integer"),
         "negative calibration": (["quantise", tiny, "-o", out, "-d", "digits", "-n", "-5"],

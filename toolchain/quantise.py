@@ -39,7 +39,8 @@ from toolchain.procutil import pause_for_test
 log = logging.getLogger("toolchain.quantise")
 
 PRECISIONS = ("float32", "float16", "dynamic")
-IO_DTYPES = ("int8", "uint8", "float32")
+IO_DTYPES = ("int8", "uint8", "int16", "float32")
+ACTIVATION_BITS = ("int8", "int16")
 WEIGHT_BITS = ("int8", "int4")
 RANDOM_DATASET = "random"  # calibration with uniform [0, 1) samples: for architecture checks, no accuracy figures
 
@@ -60,8 +61,25 @@ class QuantConfig:
     weights: str = "int8"                 # int4: packed int4 weights (toolchain.quant_int4), int8 activations
     int4_layers: str | None = None        # regex over Keras layer names (default: every eligible layer)
     keep_int8_layers: str | None = None   # regex: layers that keep int8 weights
+    activations: str = "int8"             # int16: 16x8 quantisation (int16 activations, int8 weights)
+
+    @property
+    def io(self) -> str:
+        """The I/O type: int8 I/O becomes int16 with int16 activations."""
+        return "int16" if self.activations == "int16" and self.io_dtype == "int8" else self.io_dtype
 
     def validate(self) -> None:
+        if self.activations not in ACTIVATION_BITS:
+            raise UsageError(f"--activations must be one of {', '.join(ACTIVATION_BITS)}",
+                             received=f"--activations={self.activations}")
+        if self.activations == "int16" and self.io_dtype == "uint8":
+            raise UsageError("--io uint8 needs int8 activations (16x8 models take int16 or float32 I/O)",
+                             received="--activations int16 --io uint8")
+        if self.activations == "int8" and self.io_dtype == "int16":
+            raise UsageError("--io int16 needs --activations int16", received="--io int16")
+        if self.activations == "int16" and self.weights == "int4":
+            raise UsageError("--weights int4 needs int8 activations (no int4 x int16 kernels in LiteRT or TFLM)",
+                             received="--weights int4 --activations int16")
         if self.weights not in WEIGHT_BITS:
             raise UsageError(f"--weights must be one of {', '.join(WEIGHT_BITS)}", received=f"--weights={self.weights}")
         if self.weights != "int4":
@@ -356,11 +374,12 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
         conv = keras_converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = _representative(d.x_calib)
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+           if config.activations == "int16" else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if config.allow_float_fallback:
         ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     conv.target_spec.supported_ops = ops
-    io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[config.io_dtype]
+    io_type = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[config.io]
     conv.inference_input_type = io_type
     conv.inference_output_type = io_type
     if not config.per_channel:
@@ -395,9 +414,11 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
                  len(int4_info["layers"]), f"{int4_info['int4_weight_count']:,}")
     evaluation = _evaluate(model, data, d, autoencoder) if evaluate else None
     quantization = {
-        "scheme": ("int8-mixed-float" if float_ops else "full-int8") + ("-int4-weights" if int4_info else ""),
+        "scheme": ("int16x8" if config.activations == "int16" else "int8-mixed-float" if float_ops else "full-int8")
+                  + ("-int4-weights" if int4_info else ""),
         "weights": config.weights,
-        "io_dtype": config.io_dtype,
+        "activations": config.activations,
+        "io_dtype": config.io,
         "per_channel": bool(config.per_channel),
         "calibration_samples": int(d.x_calib.shape[0]),
         "calibration_split": d.calibration_split,

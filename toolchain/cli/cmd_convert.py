@@ -54,11 +54,16 @@ def convert_cmd(
     console.print(_weights_line(meta["tensors"]))
 
 
+def _label(q: dict) -> str:
+    """What the quantised model is called in the accuracy line."""
+    return "int16x8" if q.get("activations") == "int16" else "int4-weight" if q.get("int4") else "int8"
+
+
 def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scale: Optional[float],
                    calibration_samples: int, per_tensor: bool, io: str, qat: bool, qat_epochs: int,
                    qat_learning_rate: float, allow_float_fallback: bool, seed: int, evaluate: bool,
                    force: bool, weights: str = "int8", int4_layers: Optional[str] = None,
-                   keep_int8_layers: Optional[str] = None) -> None:
+                   keep_int8_layers: Optional[str] = None, activations: str = "int8") -> None:
     from toolchain.quantise import RANDOM_DATASET, QuantConfig, quantise
     from toolchain.specs import DatasetSpec
 
@@ -71,7 +76,7 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scal
     config = QuantConfig(per_channel=not per_tensor, io_dtype=io, calibration_samples=calibration_samples, qat=qat,
                          qat_epochs=qat_epochs, allow_float_fallback=allow_float_fallback, seed=seed,
                          qat_learning_rate=qat_learning_rate, weights=weights, int4_layers=int4_layers,
-                         keep_int8_layers=keep_int8_layers)
+                         keep_int8_layers=keep_int8_layers, activations=activations)
     meta = quantise(model, output, dataset=dataset, config=config, force=force, evaluate=evaluate)
     q = meta["quantization"]
     qat = f", QAT {q['qat_epochs']} epoch{'' if q['qat_epochs'] == 1 else 's'}" if q["qat"] else ""
@@ -99,11 +104,11 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scal
     ev = meta.get("evaluation")
     if ev and "float_accuracy" in ev:
         console.print(f"test accuracy ({ev['samples']} samples): float {ev['float_accuracy'] * 100:.2f} % -> "
-                      f"{'int4-weight ' if q.get('int4') else 'int8 '}{ev['tflite_accuracy'] * 100:.2f} % "
+                      f"{_label(q)} {ev['tflite_accuracy'] * 100:.2f} % "
                       f"(drop {ev['accuracy_drop_pp']:+.2f} pp)")
     elif ev and "float_mse" in ev:
         console.print(f"test reconstruction MSE ({ev['samples']} samples): float {ev['float_mse']:.6g} -> "
-                      f"int8 {ev['tflite_mse']:.6g}")
+                      f"{_label(q)} {ev['tflite_mse']:.6g}")
     elif evaluate:
         console.print("no test split available: accuracy not measured")
 
@@ -147,7 +152,8 @@ def _make_quantise_command(name: str, hidden: bool) -> None:
                                                 help="Calibration samples from the training split."),
         per_tensor: bool = typer.Option(False, "--per-tensor",
                                         help="Per-tensor weight scales (default: per-channel)."),
-        io: str = typer.Option("int8", "--io", help="Input/output tensor type: int8 | uint8 | float32."),
+        io: str = typer.Option("int8", "--io", help="Input/output tensor type: int8 | uint8 | float32 (int16 "
+                                                    "with --activations int16)."),
         qat: bool = typer.Option(False, "--qat", help="Quantisation-aware training before conversion."),
         qat_epochs: int = typer.Option(2, "--qat-epochs", help="QAT epochs on the training split."),
         qat_learning_rate: float = typer.Option(1e-4, "--qat-learning-rate", help="QAT Adam learning rate."),
@@ -164,11 +170,14 @@ def _make_quantise_command(name: str, hidden: bool) -> None:
         keep_int8_layers: Optional[str] = typer.Option(None, "--keep-int8-layers",
                                                        help="With --weights int4: regex of layer names that keep "
                                                             "int8 weights."),
+        activations: str = typer.Option("int8", "--activations",
+                                        help="Activation bits: int8 | int16 (16x8: int16 activations, int8 "
+                                             "weights, int16 I/O unless --io float32)."),
         force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     ) -> None:
         _quantise_impl(model, output, dataset, input_scale, calibration_samples, per_tensor, io, qat, qat_epochs,
                        qat_learning_rate, allow_float_fallback, seed, evaluate, force, weights, int4_layers,
-                       keep_int8_layers)
+                       keep_int8_layers, activations)
 
     command.__doc__ = _QUANTISE_DOC if name == "quantise" else "Alias of `quantise`.\n\n    " + _QUANTISE_DOC
     command.__name__ = f"{name}_cmd"
