@@ -113,7 +113,7 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
         section_block = _render("section_named.tmpl", **common, section=c_comment(section),
                                 section_literal=c_string(section))
     files[fnames.data_c] = _render("model_data.c.tmpl", **common, section_block=section_block.rstrip("\n"),
-                                            array_body=c_array_body(model.data))
+                                     array_body=c_array_body(model.data))
 
     blocks = []
     ios = [("Input", "input", i, model.tensor(t)) for i, t in enumerate(model.inputs)] + \
@@ -146,7 +146,7 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
     methods = resolver_methods(model_operator_names(model))
     add_calls = "".join(_render("op_add_call.tmpl", method=m, op=op) for op, m in methods).rstrip("\n")
     files[fnames.op_resolver_h] = _render("op_resolver.h.tmpl", **common, op_count=len(methods),
-                                             op_list=", ".join(op for op, _ in methods), add_calls=add_calls)
+                                          op_list=", ".join(op for op, _ in methods), add_calls=add_calls)
     files[fnames.main_cc] = _render("main.cc.tmpl", **common)
     return files
 
