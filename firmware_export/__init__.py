@@ -4,10 +4,15 @@
 
 * ``NAME_model_data.h`` / ``NAME_model_data.c`` -- the model bytes as a 16-byte aligned ``const unsigned char``
   array (C99, also valid C++), optionally in a named linker section;
-* ``NAME_model_config.h`` -- input/output shapes, types, quantisation constants, labels, recommended arena size;
+* ``NAME_model_config.h`` -- input/output shapes, types, quantisation constants, labels, recommended arena size,
+  the preprocessing recorded with the model (``firmware_export.preprocessing``);
 * ``NAME_op_resolver.h`` -- a ``tflite::MicroMutableOpResolver<N>`` registering exactly the model's operators;
 * ``NAME_main.cc`` -- a minimal TFLM inference example;
 * ``manifest.json`` -- file sizes and digests, source digest, arena figures, target fit.
+
+When NAME already has ``model`` as an ``_``-separated word (``model_int8``) the ``_model`` infix is dropped:
+``model_int8_data.c``, ``model_int8_config.h`` (symbols keep ``NAME_model_data``); the rule lives in
+``firmware_export.naming.tflm_file_names``, the only place that names these files.
 
 The C-engine export (``--format c``) lives in ``firmware_export.cgen``. Nothing heavy is imported here.
 """
@@ -18,10 +23,12 @@ import json
 import logging
 import os
 import re
-import string
 from pathlib import Path
 from typing import Any
 
+from firmware_export.preprocessing import c_float as _c_float
+from firmware_export.preprocessing import preprocessing_block
+from firmware_export.preprocessing import render as _render
 from toolchain.errors import ExportError, ToolchainError
 
 __all__ = ["export_tflm", "render_sources", "MANIFEST_FORMAT"]
@@ -29,7 +36,6 @@ __all__ = ["export_tflm", "render_sources", "MANIFEST_FORMAT"]
 log = logging.getLogger("firmware_export")
 
 MANIFEST_FORMAT = "toolchain-tflm-export/1"
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 _SECTION_RE = re.compile(r"^[A-Za-z0-9_.$,]{1,64}$")
 
 # numpy dtype name -> (C type, TFLM TfLiteType enumerator, qmin literal, qmax literal)
@@ -45,24 +51,6 @@ _DTYPES: dict[str, tuple[str, str, str, str]] = {
     "float16": ("uint16_t", "kTfLiteFloat16", "0", "0"),
     "bool": ("uint8_t", "kTfLiteBool", "0", "1"),
 }
-
-
-def _template(name: str) -> string.Template:
-    return string.Template((TEMPLATES / name).read_text(encoding="utf-8"))
-
-
-def _render(template: str, /, **values: Any) -> str:
-    try:
-        return _template(template).substitute(**{k: str(v) for k, v in values.items()})
-    except KeyError as exc:  # a template names a value the exporter does not pass: a packaging bug
-        raise ExportError("firmware template refers to an unknown value", received=f"{template}: {exc}") from exc
-
-
-def _c_float(x: float) -> str:
-    text = f"{float(x):.9g}"
-    if not any(ch in text for ch in ".einn"):
-        text += ".0"
-    return text + "f"
 
 
 def _check_section(section: str | None) -> str | None:
@@ -104,50 +92,28 @@ def _labels(meta: dict[str, Any] | None, num_classes: int, warnings: list[str]) 
     return [str(i) for i in range(num_classes)], "class numbers (no labels in the model metadata)"
 
 
-def _preprocessing_block(meta: dict[str, Any] | None, common: dict[str, Any]) -> str:
-    """The config header's record of the preprocessing (source normalisation + model input transform)."""
-    from firmware_export.carray import c_comment
-
-    pre = (meta or {}).get("preprocessing") if isinstance(meta, dict) else None
-    if not isinstance(pre, dict) or not isinstance(pre.get("scale"), (int, float)) or pre["scale"] <= 0:
-        return _render("preprocessing_none.tmpl", **common)
-    norm = meta.get("normalisation") if isinstance(meta.get("normalisation"), dict) else {}
-    shape = "x".join(str(d) for d in pre.get("input_shape") or [])
-    resize = str(pre.get("resize", "none"))
-    resize_text = {"none": f"none (samples are already {shape})", "bilinear": f"bilinear (half-pixel centres, as "
-                   f"tf.image.resize) to {shape}", "pad": f"centred zero pad / crop to {shape}",
-                   "flatten": f"flatten, zero pad or truncate to {shape} features"}.get(resize, resize)
-    channels = str(pre.get("channels", "keep"))
-    channels_text = {"keep": "as they are", "gray_to_rgb": "gray copied to R, G and B",
-                     "rgb_to_gray": "RGB to gray with ITU-R BT.601 weights 0.2989, 0.5870, 0.1140"}.get(channels,
-                                                                                                     channels)
-    detail = f"{norm.get('provenance')}: {norm.get('detail')}" if norm else "recorded"
-    return _render("preprocessing.tmpl", **common, raw_scale=_c_float(float(pre["scale"])),
-                   raw_max=_c_float(1.0 / float(pre["scale"])), resize=c_comment(resize), channels=c_comment(channels),
-                   resize_text=c_comment(resize_text), channels_text=c_comment(channels_text),
-                   normalisation_text=c_comment(f"1/{1.0 / float(pre['scale']):g}, {detail}"))
-
-
 def render_sources(model, name: str, *, source_name: str, sha256: str, section: str | None,
                    arena: dict[str, Any], labels: list[str], labels_source: str, version: str,
                    meta: dict[str, Any] | None = None) -> dict[str, str]:
     """The generated file texts, by file name (pure: no I/O besides reading the templates)."""
     from firmware_export.carray import c_array_body, c_comment, c_string
+    from firmware_export.naming import tflm_file_names
     from firmware_export.op_resolver import model_operator_names, resolver_methods
 
     upper = name.upper()
+    fnames = tflm_file_names(name)
     common = {"name": name, "UPPER": upper, "version": version, "source_name": c_comment(source_name),
-              "sha256": sha256, "model_bytes": len(model.data)}
+              "sha256": sha256, "model_bytes": len(model.data), **fnames.template_values()}
     files: dict[str, str] = {}
 
-    files[f"{name}_model_data.h"] = _render("model_data.h.tmpl", **common)
+    files[fnames.data_h] = _render("model_data.h.tmpl", **common)
     if section is None:
         section_block = _render("section_none.tmpl", **common)
     else:
         section_block = _render("section_named.tmpl", **common, section=c_comment(section),
                                 section_literal=c_string(section))
-    files[f"{name}_model_data.c"] = _render("model_data.c.tmpl", **common, section_block=section_block.rstrip("\n"),
-                                            array_body=c_array_body(model.data))
+    files[fnames.data_c] = _render("model_data.c.tmpl", **common, section_block=section_block.rstrip("\n"),
+                                     array_body=c_array_body(model.data))
 
     blocks = []
     ios = [("Input", "input", i, model.tensor(t)) for i, t in enumerate(model.inputs)] + \
@@ -166,22 +132,22 @@ def render_sources(model, name: str, *, source_name: str, sha256: str, section: 
             nbytes=info["bytes"], tflite_type=info["tflite_type"], quantized=int(info["quantized"]),
             scale=_c_float(info["scale"]), zero_point=info["zero_point"], qmin=info["qmin"], qmax=info["qmax"],
             ctype=info["ctype"]))
-    files[f"{name}_model_config.h"] = _render(
+    files[fnames.config_h] = _render(
         "model_config.h.tmpl", **common, num_inputs=len(model.inputs), num_outputs=len(model.outputs),
         arena_formula=c_comment(arena["formula"]), arena_recorded=arena["recorded_bytes"],
         arena_smallest=arena["smallest_allocating_bytes"], arena_recommended=arena["recommended_bytes"],
         arena_host_proven=arena.get("host_recommended_bytes", arena["recommended_bytes"]),
         arena_note=c_comment(arena["note"]), arena_target_text=c_comment(arena.get("target_text") or
                                                                         "Not measured on a 32-bit target"),
-        tensor_blocks="".join(blocks) + _preprocessing_block(meta, common),
+        tensor_blocks="".join(blocks) + preprocessing_block(meta, upper),
         labels_source=c_comment(labels_source),
         num_classes=len(labels), labels_body="\n".join(f"  {c_string(x)}," for x in labels))
 
     methods = resolver_methods(model_operator_names(model))
     add_calls = "".join(_render("op_add_call.tmpl", method=m, op=op) for op, m in methods).rstrip("\n")
-    files[f"{name}_op_resolver.h"] = _render("op_resolver.h.tmpl", **common, op_count=len(methods),
-                                             op_list=", ".join(op for op, _ in methods), add_calls=add_calls)
-    files[f"{name}_main.cc"] = _render("main.cc.tmpl", **common)
+    files[fnames.op_resolver_h] = _render("op_resolver.h.tmpl", **common, op_count=len(methods),
+                                          op_list=", ".join(op for op, _ in methods), add_calls=add_calls)
+    files[fnames.main_cc] = _render("main.cc.tmpl", **common)
     return files
 
 
@@ -189,18 +155,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _is_float_model(model) -> bool:
-    """True when the model computes in float (float activations: float32, float16 or dynamic-range models).
-
-    An int8 model with float I/O (``--io float32``: QUANTIZE at the input, DEQUANTIZE at the output) computes in
-    int8; its float edge tensors do not make it a float model.
-    """
-    edges = {op.inputs[0] for op in model.operators if op.opcode == "QUANTIZE" and op.inputs}
-    edges |= {o for op in model.operators if op.opcode == "DEQUANTIZE" for o in op.outputs}
-    acts = [t for t in model.tensors if t.data is None and not t.is_variable and t.index not in edges]
-    return any(t.dtype in ("float32", "float16") for t in acts)
 
 
 def _target_library(on_target: bool | None, tflm_dir, kernels: str, progress):
@@ -264,17 +218,17 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
     """
     import toolchain
     from firmware_export.arena import DEFAULT_MARGIN_PCT, check_margin, measure_arena
-    from firmware_export.naming import c_identifier
+    from firmware_export.model_input import is_float_model, load_export_model, quantise_hint
+    from firmware_export.naming import export_name
     from firmware_export.op_resolver import model_operator_names, resolver_methods
     from firmware_export.targets import fit_report, get_target
     from toolchain.fsutil import check_output_dir, output_dir, sha256_bytes
     from toolchain.metadata import load_tflite_metadata
-    from toolchain.tflite_model import load_tflite
 
     # ---- validate everything before any work
     src = Path(model_path)
-    model = load_tflite(src)
-    cname = c_identifier(name if name is not None else src.stem)
+    model = load_export_model(src)
+    cname = export_name(name, src.stem)
     section = _check_section(section)
     margin = check_margin(DEFAULT_MARGIN_PCT if arena_margin is None else arena_margin)
     board = get_target(target) if target else None
@@ -295,9 +249,9 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
             _tensor_info(model.tensor(t), kind, i)
 
     warnings: list[str] = []
-    if _is_float_model(model):
+    if is_float_model(model):
         warnings.append("the model is not int8-quantised (float tensors): the export is valid for TFLM's float "
-                        "kernels but is about 4x larger and much slower on an MCU; run `toolchain quantise` for int8")
+                        f"kernels but is about 4x larger and much slower on an MCU; {quantise_hint()}")
 
     # ---- measure
     m = measure_arena(src, margin)

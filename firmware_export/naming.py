@@ -4,13 +4,34 @@
 (``tflm_hello_world_v2``) and refuses names that cannot be used as the prefix of the generated symbols:
 C/C++ reserved words, names reserved for the implementation, and names that clash with identifiers the generated
 code itself uses (``main``, ``tflite``, ``tensor_arena``, fixed-width integer types...).
+``export_name(name, stem)`` does that for an export and logs the C name when it differs from what was given.
+
+``tflm_file_names(name)`` is the one place that names the TFLM export's files (the exporter, its manifest, the
+on-target harness and the tests all ask it). TFLM's examples call them ``NAME_model_data.c`` etc.; when NAME
+already contains the word ``model`` as an ``_``-separated token (case-insensitive: ``model``, ``model_int8``,
+``kws_ref_model``, ``Model_v2``, but not ``mymodel`` or ``models``) the ``_model`` infix is dropped so it does not
+repeat:
+
+    NAME = kws                    NAME = model_int8
+    kws_model_data.h / .c         model_int8_data.h / .c      (the model as a C array)
+    kws_model_config.h            model_int8_config.h         (shapes, quantisation, arena, preprocessing)
+    kws_op_resolver.h             model_int8_op_resolver.h
+    kws_main.cc                   model_int8_main.cc
+
+Only the file names change: the symbols and macros keep TFLM's spelling for every NAME (``NAME_model_data[]``,
+``NAME_model_data_len``, ``NAME_MODEL_DATA_LEN``, include guards ``NAME_MODEL_DATA_H_`` / ``NAME_MODEL_CONFIG_H_``),
+so code that uses an export changes only its ``#include`` lines.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 
 from toolchain.errors import ExportError
+
+log = logging.getLogger("firmware_export")
 
 MAX_NAME_LENGTH = 40  # longest generated symbol is NAME + "_model_data_len": stays within 63 significant chars
 
@@ -66,8 +87,8 @@ def c_identifier(name: str) -> str:
     raw = str(name)
     ident = sanitise(raw)
     if not ident:
-        raise ExportError("the model name has no letter or digit to build a C identifier from; pass --name",
-                          received=repr(raw))
+        raise ExportError("the model name has no ASCII letter or digit to build a C identifier from (C names "
+                          "are ASCII)", received=repr(raw), hint="name the C symbols with --name, e.g. --name model")
     if len(ident) > MAX_NAME_LENGTH:
         raise ExportError(f"the C name is longer than {MAX_NAME_LENGTH} characters; pass a shorter --name",
                           received=f"{ident} ({len(ident)} characters)")
@@ -81,3 +102,58 @@ def c_identifier(name: str) -> str:
         raise ExportError("the C name produces symbols that clash with identifiers used by the generated code",
                           received=f"{ident} -> {', '.join(clash)}")
     return ident
+
+
+def _sanitise_reasons(raw: str) -> list[str]:
+    """Why ``sanitise(raw)`` differs from ``raw`` (the rules it applied, in order)."""
+    reasons = []
+    if re.search(r"[^A-Za-z0-9_]", raw):
+        reasons.append("characters other than ASCII letters, digits and '_' become '_'")
+    replaced = re.sub(r"[^A-Za-z0-9_]", "_", raw)
+    if "__" in replaced or replaced != replaced.strip("_"):
+        reasons.append("runs of '_' are merged and leading/trailing '_' dropped: '__' and a leading '_' are "
+                       "reserved in C/C++")
+    text = re.sub(r"_+", "_", replaced).strip("_")
+    if text[:1].isdigit():
+        reasons.append("a C identifier cannot start with a digit, so 'model_' is prefixed")
+    return reasons
+
+
+def export_name(name: str | None, stem: str) -> str:
+    """The C name of an export: ``c_identifier`` of ``name`` (``--name``) or else of the model's file stem.
+
+    When it differs from the text it was made from, says so in one log line (WARNING for an explicit ``--name``,
+    INFO for the file stem): ``C name 'model_1abc' (from --name '1abc': ...)``."""
+    raw = str(name if name is not None else stem)
+    ident = c_identifier(raw)
+    if ident != raw:
+        origin = "--name" if name is not None else "the file stem"
+        log.log(logging.WARNING if name is not None else logging.INFO, "C name %r (from %s %r: %s)", ident, origin,
+                raw, "; ".join(_sanitise_reasons(raw)))
+    return ident
+
+
+@dataclass(frozen=True)
+class TflmFiles:
+    """The file names of a TFLM export of one C name (see the module docstring for the rule)."""
+
+    data_h: str
+    data_c: str
+    config_h: str
+    op_resolver_h: str
+    main_cc: str
+
+    def names(self) -> list[str]:
+        return [self.data_h, self.data_c, self.config_h, self.op_resolver_h, self.main_cc]
+
+    def template_values(self) -> dict[str, str]:
+        """``${data_h}``, ``${data_c}``, ``${config_h}``, ``${op_resolver_h}``, ``${main_cc}`` for the templates."""
+        return dict(vars(self))
+
+
+def tflm_file_names(name: str) -> TflmFiles:
+    """The TFLM export's file names for C name ``name``: ``NAME_model_data.c`` etc., or ``NAME_data.c`` etc. when
+    ``name`` already has ``model`` as an ``_``-separated word."""
+    stem = name if "model" in name.lower().split("_") else f"{name}_model"
+    return TflmFiles(data_h=f"{stem}_data.h", data_c=f"{stem}_data.c", config_h=f"{stem}_config.h",
+                     op_resolver_h=f"{name}_op_resolver.h", main_cc=f"{name}_main.cc")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from firmware_export import export_tflm
-from firmware_export.naming import c_identifier, sanitise
+from firmware_export.naming import c_identifier, sanitise, tflm_file_names
 from firmware_export.op_resolver import TFLM_ADD_METHODS, resolver_methods
 from toolchain.errors import ExportError
 from toolchain.fsutil import sha256_file
@@ -158,7 +158,8 @@ def _section_align(readelf_out: str, section: str) -> int:
 
 def _probe_source(name: str) -> str:
     """A C file that uses every header symbol (compiled with -Werror: headers must be warning-free)."""
-    return (f'#include "{name}_model_data.h"\n#include "{name}_model_config.h"\n'
+    files = tflm_file_names(name)
+    return (f'#include "{files.data_h}"\n#include "{files.config_h}"\n'
             f"unsigned probe(void);\n"
             f"unsigned probe(void) {{\n"
             f"  {name}_input_t in = 0; {name}_output_t out = 0; (void)in; (void)out;\n"
@@ -277,18 +278,17 @@ def test_manifest_and_arena(key, exports, tflm_arena):
     assert manifest["model_bytes"] == len(path.read_bytes())
     names = {f["name"] for f in manifest["files"]}
     n = manifest["name"]
-    assert names == {f"{n}_model_data.h", f"{n}_model_data.c", f"{n}_model_config.h", f"{n}_op_resolver.h",
-                     f"{n}_main.cc"}
+    assert names == set(tflm_file_names(n).names())
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(names | {"manifest.json"})
     for f in manifest["files"]:
         data = (out_dir / f["name"]).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (f["bytes"], f["sha256"])
     # the C array parsed back from the generated .c is the .tflite, byte for byte
-    c_text = (out_dir / f"{n}_model_data.c").read_text()
+    c_text = (out_dir / tflm_file_names(n).data_c).read_text()
     body = re.search(rf"const unsigned char {n}_model_data\[{n.upper()}_MODEL_DATA_LEN\] = \{{(.*?)\}};", c_text,
                      re.S).group(1)
     assert bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body)) == path.read_bytes()
-    header = (out_dir / f"{n}_model_data.h").read_text()
+    header = (out_dir / tflm_file_names(n).data_h).read_text()
     assert re.search(rf"#define {n.upper()}_MODEL_DATA_LEN {path.stat().st_size}u?\b", header), header
     a = manifest["arena"]
     # the arena measured here with tflite-micro's runtime (print_allocations, fork-safe allocation trials)
@@ -307,7 +307,7 @@ def test_manifest_and_arena(key, exports, tflm_arena):
         assert a["recorded_bytes"] == recorded
         # the smallest allocating arena depends on the host heap's alignment of the arena by a few bytes
         assert abs(a["smallest_allocating_bytes"] - (smallest or recorded)) < 16
-    config = (out_dir / f"{n}_model_config.h").read_text()
+    config = (out_dir / tflm_file_names(n).config_h).read_text()
     assert re.search(rf"#define {n.upper()}_TENSOR_ARENA_SIZE {a['recommended_bytes']}u", config)
 
 
@@ -315,7 +315,7 @@ def test_manifest_and_arena(key, exports, tflm_arena):
 def test_config_header_matches_interpreter(key, exports):
     path, out_dir, manifest = exports[key]
     n = manifest["name"]
-    config = (out_dir / f"{n}_model_config.h").read_text()
+    config = (out_dir / tflm_file_names(n).config_h).read_text()
     it = _litert(path)
     inp, outp = it.get_input_details()[0], it.get_output_details()[0]
 
@@ -346,7 +346,7 @@ def test_config_header_matches_interpreter(key, exports):
 def test_op_resolver_lists_exactly_the_interpreters_ops(key, exports):
     path, out_dir, manifest = exports[key]
     n = manifest["name"]
-    header = (out_dir / f"{n}_op_resolver.h").read_text()
+    header = (out_dir / tflm_file_names(n).op_resolver_h).read_text()
     calls = re.findall(r"resolver\.(Add\w+)\(\)", header)
     ops = {d["op_name"] for d in _litert(path)._get_ops_details()}
     assert len(calls) == len(set(calls)) == len(ops)
@@ -362,7 +362,7 @@ def test_host_gcc_c99_compiles_byte_exact_aligned(key, exports, tmp_path):
     n = manifest["name"]
     obj = tmp_path / "model.o"
     flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fdata-sections", "-I", out_dir]
-    _run([GCC, *flags, "-c", out_dir / f"{n}_model_data.c", "-o", obj])
+    _run([GCC, *flags, "-c", out_dir / tflm_file_names(n).data_c, "-o", obj])
     (tmp_path / "probe.c").write_text(_probe_source(n))
     _run([GCC, *flags, "-c", tmp_path / "probe.c", "-o", tmp_path / "probe.o"])
     section = f".rodata.{n}_model_data"
@@ -374,7 +374,7 @@ def test_host_gcc_c99_compiles_byte_exact_aligned(key, exports, tmp_path):
     assert re.search(rf"^[0-9a-f]+ R {n}_model_data_len$", syms, flags=re.M)
     # link it: the array's final address is 16-byte aligned and the length symbol holds the size
     main_c = tmp_path / "main.c"
-    main_c.write_text(f'#include <stdio.h>\n#include <stdint.h>\n#include "{n}_model_data.h"\n'
+    main_c.write_text(f'#include <stdio.h>\n#include <stdint.h>\n#include "{tflm_file_names(n).data_h}"\n'
                       f"int main(void) {{ printf(\"%u %u\\n\", (unsigned)((uintptr_t){n}_model_data % 16u), "
                       f"{n}_model_data_len); return 0; }}\n")
     exe = tmp_path / "a.out"
@@ -390,7 +390,7 @@ def test_arm_gcc_compiles_byte_exact_aligned(key, exports, tmp_path):
     obj = tmp_path / "model.o"
     flags = ["-mcpu=cortex-m4", "-mthumb", "-Os", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
              "-fdata-sections", "-I", out_dir]
-    _run([ARM_GCC, *flags, "-c", out_dir / f"{n}_model_data.c", "-o", obj])
+    _run([ARM_GCC, *flags, "-c", out_dir / tflm_file_names(n).data_c, "-o", obj])
     (tmp_path / "probe.c").write_text(_probe_source(n))
     _run([ARM_GCC, *flags, "-c", tmp_path / "probe.c", "-o", tmp_path / "probe.o"])
     section = f".rodata.{n}_model_data"
@@ -406,16 +406,16 @@ def test_cxx_headers_and_example(key, exports, tmp_path):
     the real TFLM API (names and signatures taken from tflite-micro's headers)."""
     path, out_dir, manifest = exports[key]
     n = manifest["name"]
-    for header in (f"{n}_model_data.h", f"{n}_model_config.h"):
+    for header in (tflm_file_names(n).data_h, tflm_file_names(n).config_h):
         _run([GXX, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", out_dir / header])
     obj = tmp_path / "model_cxx.o"
-    _run([GXX, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-c", "-x", "c++", out_dir / f"{n}_model_data.c",
+    _run([GXX, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-c", "-x", "c++", out_dir / tflm_file_names(n).data_c,
           "-o", obj])
     syms = _run([NM, obj]).stdout  # extern "C": unmangled, external (R), not internal-linkage (r)
     assert re.search(rf"^[0-9a-f]+ R {n}_model_data$", syms, flags=re.M)
     stubs = _write_tflm_stubs(tmp_path / "stubs")
     _run([GXX, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", stubs, "-I", out_dir,
-          out_dir / f"{n}_main.cc"])
+          out_dir / tflm_file_names(n).main_cc])
 
 
 # Stub TFLM API (declarations only) matching tensorflow/lite/micro/*.h in tflite-micro; the op resolver lists the
@@ -722,7 +722,7 @@ def test_int8_model_with_float_io_is_not_called_a_float_model(tiny_models, tmp_p
 def test_cli_float_model_warns_but_exports(tiny_models, tmp_path, capsys):
     code, out, err = run_cli(["export", tiny_models["float"], "--output", tmp_path / "fw"], capsys)
     assert code == 0, err
-    assert "not int8-quantised" in err
+    assert "not int8-quantised" in err and "toolchain quantise MODEL.keras --output X.tflite" in err
     manifest = json.loads((tmp_path / "fw" / "manifest.json").read_text())
     assert any("not int8-quantised" in w for w in manifest["warnings"])
     assert manifest["arena"]["proven"] is True

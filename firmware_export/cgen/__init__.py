@@ -28,14 +28,16 @@ DEFAULT_GOLDEN_VECTORS = 10
 
 
 def load_engine(model_path: str | os.PathLike, name: str | None = None):
-    """Parse the model and build the engine in memory (raises ExportError for unsupported models)."""
+    """Parse the model and build the engine in memory (raises ExportError for unsupported or float models,
+    ModelError for a Keras model or a sidecar that is not this model's)."""
     from firmware_export.cgen.generator import build_engine
+    from firmware_export.model_input import load_export_model
     from firmware_export.naming import c_identifier
-    from toolchain.tflite_model import load_tflite
+    from toolchain.metadata import load_tflite_metadata
 
-    model = load_tflite(model_path)
+    model = load_export_model(model_path)
     ident = c_identifier(name if name else Path(model_path).stem)
-    return build_engine(model, ident)
+    return build_engine(model, ident, load_tflite_metadata(model_path))
 
 
 def write_engine(engine, out_dir: Path, inputs=None, outputs=None) -> list[str]:
@@ -79,6 +81,7 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     """Generate the C engine for ``model_path`` into ``out_dir``; returns the manifest (also ``manifest.json``)."""
     from firmware_export.cgen import build
     from firmware_export.cgen.planner import check_plan
+    from firmware_export.naming import export_name
     from toolchain.errors import ExportError, ModelError
     from toolchain.fsutil import atomic_write_json, check_output_dir, output_dir, sha256_file
     from toolchain.results import EngineManifest
@@ -87,7 +90,7 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     if not path.is_file():
         raise ModelError("model file not found", received=str(model_path))
     check_output_dir(out_dir, force)
-    engine = load_engine(path, name)
+    engine = load_engine(path, export_name(name or None, path.stem))
     problems = check_plan(engine.plan)
     if problems:
         raise ExportError("internal memory plan is inconsistent", received="; ".join(problems[:3]))

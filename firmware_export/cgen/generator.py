@@ -4,7 +4,9 @@ Output folder (``generate_c_engine``):
 
 * ``NAME.h`` / ``NAME.c``  the model: weights/biases as const arrays, precomputed per-channel requantisation
   constants, one function per layer, the static activation arena and ``int NAME_invoke(const int8_t *input,
-  int8_t *output)`` (plus ``NAME_invoke_float`` when the model has float input/output).
+  int8_t *output)`` (plus ``NAME_invoke_float`` when the model has float input/output). ``NAME.h`` gives the
+  I/O scales as exact hex float literals with the decimal in a comment, every negative literal parenthesised, and
+  the preprocessing recorded with the model (the TFLM config header's block, ``firmware_export.preprocessing``).
 * ``ce_kernels.h`` / ``ce_kernels.c``  the kernel library (portable C99 + Cortex-M DSP path, both bit-exact).
 * ``NAME_golden.h`` + ``NAME_test.c`` + ``Makefile``  a host test harness that runs golden inputs (computed with
   LiteRT's reference interpreter) and compares the outputs byte for byte.
@@ -529,8 +531,17 @@ def _resolve(alias: dict[int, int], t: int) -> int:
     return t
 
 
-def build_engine(model, name: str) -> Engine:
-    """Translate a parsed model (``toolchain.tflite_model.TFLiteModel``) into C sources (no files written)."""
+def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine:
+    """Translate a parsed model (``toolchain.tflite_model.TFLiteModel``) into C sources (no files written).
+
+    ``meta``: the model's metadata (sidecar), for the preprocessing record in ``NAME.h``."""
+    from firmware_export.model_input import is_float_model, quantise_hint
+    from firmware_export.preprocessing import preprocessing_block
+
+    if is_float_model(model):
+        raise ExportError("the C engine runs int8-quantised models; this model computes in float",
+                          received=f"{model.path or 'model'} has float32/float16 activations",
+                          hint=f"{quantise_hint()}; --format tflm also exports a float model")
     unsupported = sorted({op.opcode for op in model.operators if op.opcode not in SUPPORTED_OPS})
     if unsupported:
         raise ExportError("the C engine does not support these operators: " + ", ".join(unsupported),
@@ -636,7 +647,9 @@ def build_engine(model, name: str) -> Engine:
     float_io = tin.dtype == "float32"
     header = _render("model.h.in", NAME=name, UPPER=up, ARENA=plan.arena_bytes, N_IN=n_in, N_OUT=n_out,
                      IN_SCALE=_c_float(cin_s), IN_ZP=cin_z, OUT_SCALE=_c_float(cout_s), OUT_ZP=cout_z, MACS=macs,
-                     FLOAT_IO=1 if float_io else 0, N_LAYERS=n,
+                     IN_SCALE_DECIMAL=f"{float(np.float32(cin_s)):.9g}",
+                     OUT_SCALE_DECIMAL=f"{float(np.float32(cout_s)):.9g}",
+                     FLOAT_IO=1 if float_io else 0, N_LAYERS=n, PREPROCESSING=preprocessing_block(meta, up),
                      IN_SHAPE=", ".join(map(str, tin.shape)), OUT_SHAPE=", ".join(map(str, tout.shape)))
     calls = "\n".join(f"    {s.func}();" for s in b.steps)
     in_ptr = f"(ce_arena.bytes + {offsets[f't{_resolve(b.alias, core_in)}']})"

@@ -1,6 +1,7 @@
 """The TFLM export on the emulated Cortex-M4F: test firmware built against a TFLM library and run under QEMU.
 
-``run_tflm(export_dir, name, library, inputs, ...)`` links the exported ``NAME_model_data.c`` and
+``run_tflm(export_dir, name, library, inputs, ...)`` links the exported model data (``NAME_model_data.c``, or
+``NAME_data.c`` when NAME has the word ``model``: ``firmware_export.naming.tflm_file_names``) and
 ``NAME_op_resolver.h`` with a generated harness (``templates/m4/tflm_harness.cc.tmpl``), the bare-metal startup
 and linker script the C engine uses, and ``libtflm.a`` (:mod:`firmware_export.m4.tflm_lib`); the inputs are raw
 bytes in the image (``.incbin`` into section ``.golden``, kept out of the flash figures), the outputs come back over
@@ -28,6 +29,7 @@ from firmware_export.m4.tools import (FLASH_LIMIT, INSTRUCTIONS_PER_TICK, QEMU_M
                                       arm_tool, firmware_flash,
                                       footprint, read_layer_dump, run_qemu, run_tool,
                                       section_sizes)
+from firmware_export.naming import tflm_file_names
 from toolchain.errors import ExportError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -101,10 +103,11 @@ class _Objects:
     def __init__(self, export_dir: Path, name: str, lib: TflmLibrary, work: Path):
         export_dir, work = Path(export_dir).resolve(), Path(work).resolve()  # the compilers run in `work`
         self.export_dir, self.name, self.lib, self.work = export_dir, name, lib, work
+        self.files = tflm_file_names(name)
         self.gcc, self.gxx = arm_tool("arm-none-eabi-gcc"), arm_tool("arm-none-eabi-g++")
         startup, self.ld = _startup(work)
-        self.model_obj = work / f"{name}_model_data.o"
-        _compile([self.gcc, *lib.app_flags(), "-std=c17", "-c", str(export_dir / f"{name}_model_data.c"),
+        self.model_obj = work / Path(self.files.data_c).with_suffix(".o").name
+        _compile([self.gcc, *lib.app_flags(), "-std=c17", "-c", str(export_dir / self.files.data_c),
                   "-o", str(self.model_obj)], work, "compiling the exported model data")
         self.startup_obj = work / "ce_m4_startup.o"
         _compile([self.gcc, *lib.app_flags(), *STARTUP_CFLAGS, "-c", str(startup), "-o", str(self.startup_obj)],
@@ -129,7 +132,7 @@ def build_example(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, wo
     work, export_dir = Path(work).resolve(), Path(export_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     objs = _Objects(export_dir, name, lib, work)
-    main_obj = objs.cxx(Path(export_dir) / f"{name}_main.cc", work / f"{name}_main.o", ["-Werror"])
+    main_obj = objs.cxx(export_dir / objs.files.main_cc, work / f"{name}_main.o", ["-Werror"])
     return objs.link([main_obj, objs.model_obj, objs.startup_obj], work / f"{name}_main.elf")
 
 
@@ -166,8 +169,9 @@ def run_tflm(export_dir: str | os.PathLike, name: str, lib: TflmLibrary, inputs:
     objs = _Objects(export_dir, name, lib, work)
     (work / "th_harness.cc").write_text(_render(
         "m4/tflm_harness.cc.tmpl", name=name, version=_version(), outputs_file=OUTPUTS_FILE, result_file=RESULT_FILE,
-        layers_file=LAYERS_FILE), encoding="utf-8")
-    (work / "th_ops.cc").write_text(_render("m4/tflm_ops.cc.tmpl", name=name, version=_version()), encoding="utf-8")
+        layers_file=LAYERS_FILE, **objs.files.template_values()), encoding="utf-8")
+    (work / "th_ops.cc").write_text(_render("m4/tflm_ops.cc.tmpl", name=name, version=_version(),
+                                            **objs.files.template_values()), encoding="utf-8")
     ops_obj = objs.cxx(work / "th_ops.cc", work / "th_ops.o", ["-Werror"])
     build_s = time.monotonic() - t0
     emu_s = 0.0

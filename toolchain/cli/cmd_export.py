@@ -16,7 +16,8 @@ FORMATS = ("tflm", "c")
 
 @app.command("export")
 def export_cmd(
-    model: Path = typer.Argument(..., help="The .tflite model to export (int8 expected; float works with a warning)."),
+    model: Path = typer.Argument(..., help="The .tflite model to export (int8 expected; float works with a warning "
+                                           "for tflm; a .keras needs `toolchain quantise` first)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder (created; replaced only with --force)."),
     name: Optional[str] = typer.Option(None, "--name", help="C name prefix (default: the file stem, sanitised)."),
     section: Optional[str] = typer.Option(None, "--section",
@@ -40,9 +41,11 @@ def export_cmd(
 
     --format tflm (default) writes NAME_model_data.c/.h (the model as a
     16-byte aligned const array, byte for byte), NAME_model_config.h
-    (shapes, types, scale/zero-point, labels, recommended arena),
-    NAME_op_resolver.h (a MicroMutableOpResolver with exactly the model's
-    operators), NAME_main.cc (example) and manifest.json.
+    (shapes, types, scale/zero-point, labels, recommended arena,
+    preprocessing), NAME_op_resolver.h (a MicroMutableOpResolver with
+    exactly the model's operators), NAME_main.cc (example) and
+    manifest.json. A NAME with the word "model" in it drops the "_model"
+    infix: model_int8_data.c, model_int8_config.h.
 
     The tensor arena is measured with the tflite-micro runtime (recorded
     total and smallest arena that allocates), the margin is added, and the
@@ -74,9 +77,9 @@ def export_cmd(
                              f"--format tflm only",
                              received="--format=c " + " ".join(tflm_only))
         from firmware_export.cgen import generate_c_engine
-        from toolchain.tflite_model import load_tflite
+        from firmware_export.model_input import load_export_model
 
-        load_tflite(model)  # missing / directory / corrupt input: the same one-line errors as --format tflm
+        load_export_model(model)  # missing / directory / corrupt / Keras input: the same one-line errors as tflm
 
         result = generate_c_engine(model, output, name=name, force=force)
         if as_json:
