@@ -253,6 +253,17 @@ def export_tflm(model_path: str | os.PathLike, out_dir: str | os.PathLike, name:
         warnings.append("the model is not int8-quantised (float tensors): the export is valid for TFLM's float "
                         f"kernels but is about 4x larger and much slower on an MCU; {quantise_hint()}")
 
+    from firmware_export.tflm_rules import int4_fully_connected_per_tensor, int4_scratch_bytes
+
+    ok, reason = int4_fully_connected_per_tensor(model)
+    if not ok:
+        raise ExportError(reason, received=str(src))
+    scratch, where = int4_scratch_bytes(model)
+    if scratch:
+        warnings.append(f"TFLM unpacks int4 weights into an arena scratch buffer of one byte per weight (largest "
+                        f"{scratch:,} B, {where}): the arena below includes it; int4 halves the flash, not the RAM, "
+                        "on TFLM (the C engine, --format c, keeps the weights packed)")
+
     # ---- measure
     m = measure_arena(src, margin)
     if not m.proven:

@@ -90,6 +90,11 @@ def test_int4_weights_halve_the_model_and_keep_accuracy(trained_seed001, tmp_pat
     again = tmp_path / "again.tflite"
     assert run_cli(["quantise", trained_seed001, "-o", again, "--weights", "int4"], capsys)[0] == 0
     assert again.read_bytes() == int4.read_bytes()
+    # TFLM cannot run per-channel int4 FULLY_CONNECTED weights: the export refuses, naming the ops and what to do
+    code, out, err = run_cli(["export", int4, "-o", tmp_path / "fw", "--host-only"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "FULLY_CONNECTED runs int4 weights only with per-tensor scales" in err and "--format c" in err
+    assert not (tmp_path / "fw").exists()
     # per layer: the dense layers keep int8
     mixed = tmp_path / "mixed.tflite"
     assert run_cli(["quantise", trained_seed001, "-o", mixed, "--weights", "int4", "--keep-int8-layers",
@@ -97,6 +102,13 @@ def test_int4_weights_halve_the_model_and_keep_accuracy(trained_seed001, tmp_pat
     types = {name.split("/")[1].rsplit("_", 1)[0]: t for name, t, *_ in _tensors(mixed)}
     assert all(t == 9 for k, t in types.items() if k in ("dense", "predictions")), types
     assert all(t == 17 for k, t in types.items() if k.startswith("conv")), types
+    # that one TFLM runs; its kernels unpack the int4 conv weights into the arena (measured: arena >= the weights)
+    code, out, err = run_cli(["export", mixed, "-o", tmp_path / "fw2", "--host-only"], capsys)
+    assert code == 0, err
+    assert "unpacks int4 weights into an arena scratch buffer" in err
+    arena = json.loads((tmp_path / "fw2" / "manifest.json").read_text())["arena"]["recorded_bytes"]
+    biggest = max(int(np.prod(shape)) for _, t, shape, *_ in _tensors(mixed) if t == 17)
+    assert arena >= biggest
 
 
 def test_int4_option_errors(trained_seed001, tmp_path, capsys):
