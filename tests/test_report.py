@@ -66,7 +66,7 @@ def _report(**over) -> dict:
                                   "flash_bytes": 555_061, "flash_source": "measured in the ELF", "ram_bytes": 32_522,
                                   "flash_pct": 52.93, "ram_pct": 12.41, "fits": True,
                                   "instructions_per_inference": 16_711_627, "lower_bound_ms": 261.1191}],
-                     "notes": ["the board-clock time is a lower bound"]},
+                     "fits": True, "notes": ["the board-clock time is a lower bound"]},
     }
     layers = [{"op": "CONV_2D", "tensor": 7, "name": LONG, "scale": 0.0042284215, "zero_point": -128,
                "rmse": 0.001048053195, "rmse_over_scale": 0.247859205, "max_abs_error": 0.0046868934},
@@ -173,6 +173,10 @@ def test_firmware_section_figures_come_from_the_dict():
         n = e["instructions_per_inference"]
         assert row[5] == (f"{n:,}" if n is not None else "–")
         assert row[6] == ("–" if e["lower_bound_ms"] is None else ">= 261.1 ms")
+    assert paras[0].endswith("the model fits (with at least one engine): yes.")
+    nofit = copy.deepcopy(r)
+    nofit["firmware"]["fits"] = False
+    assert "the model fits (with at least one engine): no." in render_markdown(nofit, [], None)
     page = render_html(r, [], None)
     assert fw["notes"][0] in page and fw["engines"][0]["arena_source"] in page
     md = render_markdown(r, [], None)

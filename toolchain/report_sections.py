@@ -189,8 +189,8 @@ def firmware_section(fw: dict[str, Any]) -> tuple[str, list[list[str]], list[str
     parts.append(f"flash {_fmt(b.get('flash_bytes'), 'bytes')}")
     parts.append(f"RAM {_fmt(b.get('ram_bytes'), 'bytes')}")
     board = "Board: " + ", ".join(parts)
-    if fw.get("fits") is not None:
-        board += f"; fits with every engine: {_fmt(fw['fits'])}" if fw.get("engines") else ""
+    if fw.get("fits") is not None:  # the pipeline's verdict: some engine fits the board
+        board += f"; the model fits (with at least one engine): {_fmt(fw['fits'])}"
     rows, notes = [], []
     for e in fw.get("engines") or []:
         lb = e.get("lower_bound_ms")
