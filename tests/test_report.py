@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -258,26 +257,34 @@ def test_sig_rounds_to_significant_digits():
     assert {v: sig(v) for v in cases} == cases
 
 
-class _SleepRunner:
-    """run_many takes 5 ms per call plus 10 ms on the first (the batch-resized interpreter being built)."""
+class _ClockRunner:
+    """run_many advances a fake clock by 5 ms per call, plus 10 ms on the first (the resized interpreter built)."""
     batch_mode = "batched(8)"
 
     def __init__(self):
-        self.calls = 0
+        self.calls, self.now = 0, 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
 
     def run_many(self, x, batch_size=256):
         self.calls += 1
-        time.sleep(0.015 if self.calls == 1 else 0.005)
+        self.now += 0.015 if self.calls == 1 else 0.005
         return x
 
 
-def test_time_batched_times_inference_not_setup():
-    from toolchain.timing import time_batched
+def test_time_batched_times_inference_not_setup(monkeypatch):
+    import toolchain.timing as timing
 
-    runner = _SleepRunner()
-    per_s, passes = time_batched(runner, np.zeros((8, 2)), 8, min_seconds=0.05)
-    assert runner.calls == passes + 1 and 10 <= passes <= 20  # 0.05 s of 5 ms passes, after the untimed one
-    assert 8 / 0.0065 < per_s <= 8 / 0.005  # 8 samples per ~5 ms pass (sleep overshoots a little)
+    runner = _ClockRunner()
+    monkeypatch.setattr(timing.time, "perf_counter", runner.perf_counter)
+    per_s, passes = timing.time_batched(runner, np.zeros((8, 2)), 8, min_seconds=0.0495)
+    # the untimed first pass, then 5 ms passes until >= 0.0495 s: 10 passes of 8 samples in 0.05 s (setup not counted)
+    assert runner.calls == passes + 1 and passes == 10
+    assert per_s == pytest.approx(8 / 0.005)
+    runner = _ClockRunner()
+    monkeypatch.setattr(timing.time, "perf_counter", runner.perf_counter)
+    assert timing.time_batched(runner, np.zeros((8, 2)), 8, min_seconds=10.0, max_passes=4)[1] == 4
 
 
 def test_runner_keeps_the_checked_batched_interpreter():
