@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from toolchain.bench import bench, format_bench, host_info
+from toolchain.timing import sig
 from tests.helpers import cli_exit_code as cli
 from tests.helpers import litert_reference, run_cli
 
@@ -41,6 +42,12 @@ def test_bench_cli_writes_consistent_json(tmp_path, capsys):
     # throughput is runs / wall time of the timed loop: at most 1000 / mean latency (+ timer overhead slack)
     assert 0 < r["throughput_per_s"] <= 1000.0 / lat["mean"] * 1.05
     assert r["peak_rss_bytes"] > 10 * 2**20
+    # both throughputs printed per sample, each with how it was measured, as the JSON has them
+    assert r["batch_mode"] == "batched(64)" and r["batch_samples"] == 64 and 1 <= r["batch_passes"] <= 20
+    assert re.search(rf"throughput, batch 1 +{re.escape(sig(r['throughput_per_s']))} samples/s \(batch-1 model "
+                     r"invoked 30 times", text)
+    assert re.search(rf"throughput, batched +{re.escape(sig(r['batch_throughput_per_s']))} samples/s \(one batch "
+                     r"of 64 on a batch-resized interpreter", text)
     assert r["host"]["cores"] >= 1 and "litert" in r["host"]["runtimes"]
     # existing --json is not overwritten without --force
     assert cli(["bench", str(KWS), "--runs", "2", "--json", str(out)]) == 2
@@ -115,7 +122,7 @@ def test_bench_c_host_delegates_to_the_c_engine(tmp_path, capsys):
     assert cli(["bench", str(need(HELLO)), "--runtime", "c-host", "--runs", "8", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["runtime"] == "c-host" and r["outputs_match"] is True and r["mismatches"] == 0 and r["runs"] == 8
-    assert r["latency_ms"] > 0 and ("latency mean (wall clock)", f"{r['latency_ms']:.4f} ms") in format_bench(r)
+    assert r["latency_ms"] > 0 and ("latency mean (wall clock)", f"{sig(r['latency_ms'])} ms") in format_bench(r)
     assert r["macs"] == 288 and r["instructions_per_inference"] is None  # 1x16 + 16x16 + 16x1 MACs
     assert "outputs match" in capsys.readouterr().out
 

@@ -2,7 +2,10 @@
 
 ``bench(model, runtime="auto", threads=None, runs=200, warmup=20, dataset=None) -> dict`` with keys
 ``model, size_bytes, runtime, runtime_version, threads, runs, warmup, input {shape, dtype, source},
-latency_ms {min, median, mean, p90, p99, max}, throughput_per_s, batch_throughput_per_s, peak_rss_bytes, host``.
+latency_ms {min, median, mean, p90, p99, max}, throughput_per_s, batch_throughput_per_s, batch_samples, batch_mode,
+batch_passes, peak_rss_bytes, host``. Both throughputs are samples per second: ``throughput_per_s`` of the batch-1
+model invoked ``runs`` times, ``batch_throughput_per_s`` of ``run_many`` over ``batch_samples`` samples at
+``batch_size`` (64; ``batch_mode`` ``batched(N)``: a batch-resized interpreter, ``loop``: one at a time).
 ``.keras`` models run on Keras (``model.predict_on_batch`` on one sample), ``.tflite`` on any installed TFLite
 runtime. ``c-host`` / ``qemu-m4`` delegate to the standalone C engine (``firmware_export.cgen.bench.run_c_bench``).
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from toolchain.errors import ModelError, ToolchainError, UsageError
 from toolchain.results import BenchResult, TargetBenchResult
-from toolchain.timing import host_info, latency_stats, time_batched, time_single
+from toolchain.timing import host_info, latency_stats, sig, time_batched, time_single
 
 BENCH_RUNTIMES = ("auto", "litert", "tflite-runtime", "tensorflow", "tflm", "keras", "c-host", "qemu-m4")
 
@@ -82,7 +85,7 @@ def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None =
     n = len(x)
     times, total = time_single(runner, x, runs, warmup)
     stats = latency_stats(times)
-    batch_tp = time_batched(runner, x, batch_size) if n > 1 else None
+    batch_tp, passes = time_batched(runner, x, batch_size) if n > 1 else (None, None)
     mode = runner.batch_mode if n > 1 else None
     d = runner.input_details[0]
     return BenchResult(
@@ -91,6 +94,7 @@ def bench(model: str | os.PathLike, runtime: str = "auto", threads: int | None =
         input={"shape": list(d["shape"]), "dtype": np.dtype(d["dtype"]).name, "source": source},
         latency_ms=stats, throughput_per_s=runs / total if total > 0 else None,
         batch_throughput_per_s=batch_tp, batch_samples=n if batch_tp else None, batch_mode=mode,
+        batch_passes=passes if batch_tp else None,
         peak_rss_bytes=peak_rss_bytes(), host=host_info()).to_json()
 
 
@@ -171,6 +175,26 @@ def _target_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def throughput_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The two throughput figures of a ``BenchResult``, per sample, each saying how it was measured."""
+    rows = []
+    if r.get("throughput_per_s"):
+        rows.append(("throughput, batch 1", f"{sig(r['throughput_per_s'])} samples/s (batch-1 model invoked "
+                                            f"{r['runs']} times back to back)"))
+    if r.get("batch_throughput_per_s"):
+        mode, n = r.get("batch_mode") or "", r.get("batch_samples")
+        if mode.startswith("batched("):
+            bs = int(mode[8:-1])
+            how = (f"one batch of {bs}" if n == bs else f"{n} samples in batches of {bs}") + \
+                (" through predict_on_batch" if r.get("runtime") == "keras" else " on a batch-resized interpreter")
+        else:
+            how = f"{n} samples one at a time: the model cannot be batch-resized"
+        passes = r.get("batch_passes") or 1
+        rows.append(("throughput, batched", f"{sig(r['batch_throughput_per_s'])} samples/s ({how}; {passes} timed "
+                                            f"pass{'es' if passes > 1 else ''})"))
+    return rows
+
+
 def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows for the CLI."""
     rows: list[tuple[str, str]] = [("model", str(result.get("model"))),
@@ -182,12 +206,8 @@ def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("input", f"{result['input']['dtype']} {result['input']['shape']} ({result['input']['source']})"))
         rows.append(("runs / warmup", f"{result['runs']} / {result['warmup']}"))
         for k in ("min", "median", "p90", "p99"):
-            rows.append((f"latency {k}", f"{lat[k]:.4f} ms"))
-        if result.get("throughput_per_s"):
-            rows.append(("throughput (single)", f"{result['throughput_per_s']:.1f} inferences/s"))
-        if result.get("batch_throughput_per_s"):
-            rows.append(("throughput (batched)", f"{result['batch_throughput_per_s']:.1f} samples/s "
-                                                 f"[{result.get('batch_mode')}]"))
+            rows.append((f"latency {k} (batch 1)", f"{sig(lat[k])} ms"))
+        rows += throughput_rows(result)
         rows.append(("peak RSS", f"{result['peak_rss_bytes'] / 2**20:.1f} MiB"))
     elif result.get("engine"):
         rows += _target_rows(result)
@@ -196,7 +216,7 @@ def format_bench(result: dict[str, Any]) -> list[tuple[str, str]]:
             if k in ("model", "size_bytes", "runtime", "host") or v is None or isinstance(v, (dict, list)):
                 continue
             if k == "latency_ms" and isinstance(v, (int, float)):
-                rows.append(("latency mean (wall clock)", f"{v:.4f} ms"))
+                rows.append(("latency mean (wall clock)", f"{sig(v)} ms"))
                 continue
             if isinstance(v, float):
                 v = f"{v:.6g}"

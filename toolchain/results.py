@@ -46,6 +46,7 @@ class VerifyReport(_Result):
     host: dict[str, Any]
     target: dict[str, Any] | None = None        # --on qemu-m4: the samples on the emulated Cortex-M4F
     footprint: dict[str, Any] | None = None     # what the footprint gates compare (verify.gates.footprint)
+    firmware: dict[str, Any] | None = None      # the pipeline's board fit per engine (arena, flash, RAM, time)
     plots: list[str] = field(default_factory=list)
 
 
@@ -66,6 +67,7 @@ class BenchResult(_Result):
     batch_mode: str | None
     peak_rss_bytes: int
     host: dict[str, Any]
+    batch_passes: int | None = None            # timed run_many passes behind batch_throughput_per_s
 
 
 @dataclass

@@ -45,6 +45,9 @@ class Runner:
     _batched: Callable[[int], Callable[[list[np.ndarray]], list[np.ndarray]] | None] | None = field(
         default=None, repr=False)
     batch_mode: str = "loop"
+    # batch size -> the batch-resized invoke checked against single-sample runs (None: the model cannot batch), so
+    # repeated run_many calls (and their timing) do not rebuild and re-check the resized interpreter
+    _batched_fns: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -97,18 +100,22 @@ class Runner:
         fn = None
         if self._batched is not None and len(self.input_details) == 1 and n > 1:
             bs = min(batch_size, n)
-            fn = self._batched(bs)
-            if fn is not None:
-                k = min(4, n)
-                single = [self._invoke([x[i:i + 1]])[0] for i in range(k)]
-                try:
-                    probe = np.concatenate([x[:k], np.repeat(x[:1], bs - k, axis=0)]) if bs > k else x[:bs]
-                    batched = fn([probe])[0][:k]
-                    ok = _outputs_match(np.concatenate(single), batched)
-                except Exception:  # a model whose graph hard-codes batch 1 fails here: fall back to the loop
-                    ok = False
-                if not ok:
-                    fn = None
+            if bs in self._batched_fns:
+                fn = self._batched_fns[bs]
+            else:
+                fn = self._batched(bs)
+                if fn is not None:
+                    k = min(4, n)
+                    single = [self._invoke([x[i:i + 1]])[0] for i in range(k)]
+                    try:
+                        probe = np.concatenate([x[:k], np.repeat(x[:1], bs - k, axis=0)]) if bs > k else x[:bs]
+                        batched = fn([probe])[0][:k]
+                        ok = _outputs_match(np.concatenate(single), batched)
+                    except Exception:  # a model whose graph hard-codes batch 1 fails here: fall back to the loop
+                        ok = False
+                    if not ok:
+                        fn = None
+                self._batched_fns[bs] = fn
         if fn is None:
             self.batch_mode = "loop"
             return np.concatenate([self._invoke([x[i:i + 1]])[0] for i in range(n)])

@@ -184,7 +184,7 @@ def render_summary(report: dict) -> None:
     comp = report.get("comparison")
     if comp:
         _out("candidate vs reference: agreement " + _fmt(comp["agreement"], "pct") + f", RMSE {_fmt(comp['rmse'])}"
-             f", MAE {_fmt(comp['mae'])}, L2r {_fmt(comp['l2r'])}, cosine {_fmt(comp['cosine'])}, "
+             f", MAE {_fmt(comp['mae'])}, L2r {_fmt(comp['l2r'])}, cosine {_fmt(comp['cosine'], 'cos')}, "
              f"SQNR {_fmt(comp['sqnr_db'])} dB")
     if report.get("accuracy_drop_pp") is not None:
         _out(f"accuracy drop: {report['accuracy_drop_pp']:+.2f} pp")
