@@ -148,3 +148,70 @@ def test_int16_activations_16x8(trained_seed001, tmp_path, capsys):
                   ["--io", "int16"]):
         code, _, err = run_cli(["quantise", trained_seed001, "-o", tmp_path / "x.tflite", *extra], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, (extra, err)
+
+
+def _val_split(run_dir):
+    from toolchain.data import Preprocessing, load_dataset
+
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    ds = load_dataset(meta["dataset"], seed=meta["seed"], val_fraction=meta["split"]["val_fraction"],
+                      test_fraction=meta["split"]["test_fraction"])
+    return Preprocessing.from_dict(meta["preprocessing"]).apply(ds.x_val), np.asarray(ds.y_val)
+
+
+@pytest.mark.slow
+def test_auto_returns_the_smallest_model_within_budget_that_fits(trained_seed001, tmp_path, capsys, monkeypatch):
+    """seed001's int8 model (1.2 MB) does not fit the nRF52840; --auto returns one that does, within 0.5 pp of the
+    float model on the validation split (recomputed here), the same bytes twice, every candidate in the table."""
+    out = tmp_path / "auto.tflite"
+    args = ["quantise", trained_seed001, "-o", out, "--auto", "--max-accuracy-drop", "0.5", "--target", "nrf52840"]
+    code, text, err = run_cli(args, capsys)
+    assert code == 0, err
+    side = json.loads(out.with_suffix(".json").read_text())
+    auto = side["auto"]
+    chosen = [c for c in auto["candidates"] if c.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["name"] in text
+    int8 = next(c for c in auto["candidates"] if c["name"] == "int8")
+    assert int8["fit"]["fits"] is False  # 1.2 MB of int8 weights + the runtime > 1 MB
+    # the board fit recomputed: file bytes + the profile's TFLM runtime estimate <= 1 MB
+    import tomllib
+    from pathlib import Path
+
+    prof = tomllib.loads((Path(__file__).parents[1] / "toolchain" / "targets.toml").read_text())
+    est = prof["runtime_estimate"]["tflm"]
+    from toolchain.tflite_model import load_tflite
+
+    n_ops = len({op.opcode for op in load_tflite(out).operators})
+    assert len(out.read_bytes()) + (est["core_kb"] + est["per_op_kb"] * n_ops) * 1024 <= 1024 * 1024
+    # accuracy on the validation split, computed here with LiteRT's reference kernels and Keras
+    import keras
+
+    x, y = _val_split(trained_seed001)
+    acc = float(np.mean(np.argmax(int8_predict(out, x), axis=1) == y))
+    model = keras.models.load_model(trained_seed001 / "model.keras", compile=False)
+    float_acc = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+    assert auto["float_val_accuracy"] == pytest.approx(float_acc, abs=1e-12)
+    assert (float_acc - acc) * 100 <= 0.5 + 1e-9
+    assert chosen[0]["val_accuracy"] == pytest.approx(acc, abs=1e-12)
+    # the smallest candidate within the budget that fits
+    ok = [c for c in auto["candidates"] if c["within_budget"] and c["fits"]]
+    assert chosen[0]["bytes"] == min(c["bytes"] for c in ok)
+    # deterministic
+    again = tmp_path / "again.tflite"
+    assert run_cli(args[:3] + [again] + args[4:], capsys)[0] == 0
+    assert again.read_bytes() == out.read_bytes()
+    # a board nothing fits: the error names the closest candidate and why
+    from firmware_export import targets
+
+    tiny = targets.Target(key="tiny", display="tiny", core="M0", clock_mhz=16, flash_kb=64, ram_kb=16, runtime="tflm")
+    monkeypatch.setattr(targets, "get_target", lambda name, path=None: tiny)
+    code, _, err = run_cli(["quantise", trained_seed001, "-o", tmp_path / "none.tflite", "--auto", "--target", "x"],
+                           capsys)
+    assert code == 2 and err.count("error:") == 1  # the candidate progress lines, then one error line
+    err = err.strip().splitlines()[-1]
+    assert "--auto found no candidate" in err and "does not fit" in err and "of tiny" in err
+    assert not (tmp_path / "none.tflite").exists()
+    # --auto options without --auto, and a fixed scheme with --auto, are refused
+    for extra in (["--target", "nrf52840"], ["--max-accuracy-drop", "1"], ["--auto", "--weights", "int4"]):
+        code, _, err = run_cli(["quantise", trained_seed001, "-o", tmp_path / "u.tflite", *extra], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (extra, err)

@@ -27,7 +27,7 @@ CORE = {
 FIRMWARE_ALLOWED: set[tuple[str, str]] = set()
 
 APP_LAYER_PREFIXES = ("toolchain.cli",)
-APP_LAYER = {"toolchain.pipeline", "toolchain.pipeline_fit", "toolchain.bench", "toolchain.ontarget"}
+APP_LAYER = {"toolchain.pipeline", "toolchain.pipeline_fit", "toolchain.quant_auto", "toolchain.bench", "toolchain.ontarget"}
 
 
 def _module_files() -> dict[str, Path]:

@@ -93,7 +93,8 @@ def _short_source(model_path: Path) -> str:
     return f"{resolved.parent.name}/{resolved.name}" if resolved.parent.name else resolved.name
 
 
-def _finish(data: bytes, meta: dict[str, Any], output: Path, model_path: Path) -> dict[str, Any]:
+def _finish(data: bytes, meta: dict[str, Any], output: Path, model_path: Path,
+            sidecar_only: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed ``meta`` in the flatbuffer, write ``output`` and its sidecar atomically; return the sidecar dict.
 
     The two files are written one after the other (each atomically), the .tflite first. A run killed between the
@@ -108,6 +109,7 @@ def _finish(data: bytes, meta: dict[str, Any], output: Path, model_path: Path) -
     sidecar["source_model"] = str(model_path.resolve())
     sidecar["tflite_sha256"] = sha256_bytes(final)
     sidecar["size_bytes"] = len(final)
+    sidecar.update(sidecar_only or {})
     atomic_write_bytes(output, final)
     pause_for_test("quantise.between_writes")
     atomic_write_json(sidecar_path(output), sidecar)
@@ -155,7 +157,7 @@ def convert(model_path: str | os.PathLike, output: str | os.PathLike, precision:
                       "float_ops": [], "float_op_count": len(info["float_ops"])},
     )
     meta["tensors"] = _io_summary(info)
-    sidecar = _finish(data, meta, out, src)
+    sidecar = _finish(data, meta, out, src, {"auto": auto} if auto is not None else None)
     log.debug("converted %s -> %s (%s, %s bytes)", src, out, precision, f"{sidecar['size_bytes']:,}")
     return sidecar
 
@@ -269,8 +271,11 @@ def _evaluate(model, model_bytes: bytes, d: _Data, autoencoder: bool) -> dict[st
 
 
 def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: str | DatasetSpec | None = None,
-             config: QuantConfig = QuantConfig(), force: bool = False, evaluate: bool = True) -> dict[str, Any]:
+             config: QuantConfig = QuantConfig(), force: bool = False, evaluate: bool = True,
+             auto: dict[str, Any] | None = None) -> dict[str, Any]:
     """Full-integer int8 quantisation (optionally after QAT); writes OUT.tflite + OUT.json, returns the sidecar.
+
+    ``auto``: the candidate table of ``quantise --auto`` (``toolchain.quant_auto``), kept in the sidecar only.
 
     ``dataset``: a spec (default: the run's), or ``"random"`` for uniform [0, 1) calibration samples."""
     config.validate()
@@ -376,7 +381,7 @@ def quantise(model_path: str | os.PathLike, output: str | os.PathLike, dataset: 
     if evaluation is not None:
         meta["evaluation"] = evaluation
     meta["config"] = asdict(config)
-    sidecar = _finish(data, meta, out, src)
+    sidecar = _finish(data, meta, out, src, {"auto": auto} if auto is not None else None)
     log.debug("quantised %s -> %s (%s bytes, %s)", src, out, f"{sidecar['size_bytes']:,}", quantization["scheme"])
     return sidecar
 

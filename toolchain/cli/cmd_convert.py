@@ -113,6 +113,37 @@ def _quantise_impl(model: Path, output: Path, dataset: Optional[str], input_scal
         console.print("no test split available: accuracy not measured")
 
 
+def _auto_impl(model, output, dataset, calibration_samples, per_tensor, io, seed, force, max_accuracy_drop, target,
+               allow_qat, weights, int4_layers, keep_int8_layers, activations, qat) -> None:
+    from toolchain.quant_auto import AutoOptions, auto_quantise
+    from toolchain.quantise import QuantConfig
+
+    if weights != "int8" or activations != "int8" or qat or int4_layers or keep_int8_layers:
+        raise UsageError("--auto chooses the weights and activations itself; drop --weights, --activations, "
+                         "--int4-layers, --keep-int8-layers and --qat (--allow-qat lets it try QAT)",
+                         received="--auto with a fixed scheme")
+    config = QuantConfig(per_channel=not per_tensor, io_dtype=io, calibration_samples=calibration_samples, seed=seed)
+    meta = auto_quantise(model, output, dataset, config,
+                         AutoOptions(max_accuracy_drop=1.0 if max_accuracy_drop is None else max_accuracy_drop, target=target, allow_qat=allow_qat),
+                         force=force)
+    a = meta["auto"]
+    console.print(f"--auto: float {100 * a['float_val_accuracy']:.2f} % on the {a['samples']} validation samples; "
+                  f"budget {a['max_accuracy_drop_pp']:g} pp" + (f"; board {a['target']}" if a["target"] else ""))
+    w = max(len(c["name"]) for c in a["candidates"])
+    console.print(f"  {'candidate':<{w}}  {'bytes':>10}  {'val acc':>8}  {'drop pp':>8}  {'C arena':>8}  "
+                  f"{'TFLM arena':>10}  fit", markup=False)
+    for c in a["candidates"]:
+        fit = "–" if a["target"] is None else ("yes" if c["fits"] else "no")
+        ca, ta = c.get("c_engine_arena_bytes"), c.get("tflm_arena_bytes")
+        console.print(f"{'*' if c.get('chosen') else ' '} {c['name']:<{w}}  {c['bytes']:>10,}  "
+                      f"{100 * c['val_accuracy']:>7.2f}%  {c['drop_pp']:>+8.2f}  "
+                      f"{'–' if ca is None else f'{ca:,}':>8}  {'–' if ta is None else f'{ta:,}':>10}  {fit}",
+                      markup=False)
+    q = meta["quantization"]
+    console.print(f"wrote {output} ({meta['size_bytes']:,} bytes, {q['scheme']}) and {Path(output).with_suffix('.json')}"
+                  " (the table above is its 'auto' section)", markup=False)
+
+
 _QUANTISE_DOC = """Quantise a Keras model to full-integer int8 TFLite for microcontrollers (fixed batch of 1).
 
     Calibration samples are drawn deterministically from the TRAINING split (stratified by class) with the
@@ -135,6 +166,8 @@ _QUANTISE_DOC = """Quantise a Keras model to full-integer int8 TFLite for microc
       toolchain quantise my.keras --dataset npz:data.npz --allow-float-fallback --output out/mixed.tflite
 
       toolchain quantise runs/s1 --weights int4 --keep-int8-layers 'conv1|predictions' --output out/s1_int4.tflite
+
+      toolchain quantise runs/s1 --auto --max-accuracy-drop 0.5 --target nrf52840 --output out/s1_auto.tflite
     """
 
 
@@ -170,11 +203,31 @@ def _make_quantise_command(name: str, hidden: bool) -> None:
         keep_int8_layers: Optional[str] = typer.Option(None, "--keep-int8-layers",
                                                        help="With --weights int4: regex of layer names that keep "
                                                             "int8 weights."),
+        auto: bool = typer.Option(False, "--auto",
+                                  help="Choose the scheme: the smallest of int8 / int4 (all or per layer, by "
+                                       "measured sensitivity) / int16x8 within --max-accuracy-drop on the "
+                                       "validation split (and fitting --target); every candidate is printed."),
+        max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop",
+                                                          help="With --auto: budget vs the float model, percentage "
+                                                               "points (default 1.0)."),
+        target: Optional[str] = typer.Option(None, "--target",
+                                             help="With --auto: the chosen model must fit this board "
+                                                  "(`toolchain targets`)."),
+        allow_qat: bool = typer.Option(False, "--allow-qat", help="With --auto: also try QAT when int8 misses "
+                                                                  "the budget."),
         activations: str = typer.Option("int8", "--activations",
                                         help="Activation bits: int8 | int16 (16x8: int16 activations, int8 "
                                              "weights, int16 I/O unless --io float32)."),
         force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     ) -> None:
+        if auto:
+            _auto_impl(model, output, dataset, calibration_samples, per_tensor, io, seed, force, max_accuracy_drop,
+                       target, allow_qat, weights, int4_layers, keep_int8_layers, activations, qat)
+            return
+        for name, given in (("--max-accuracy-drop", max_accuracy_drop is not None), ("--target", target is not None),
+                            ("--allow-qat", allow_qat)):
+            if given:
+                raise UsageError(f"{name} needs --auto", received=name)
         _quantise_impl(model, output, dataset, input_scale, calibration_samples, per_tensor, io, qat, qat_epochs,
                        qat_learning_rate, allow_float_fallback, seed, evaluate, force, weights, int4_layers,
                        keep_int8_layers, activations)
