@@ -159,8 +159,10 @@ def test_firmware_section_says_what_would_fit(tmp_path):
     roomy = sorted(t.key for t in load_targets().values() if t.runtime == "tflm" and t.flash_bytes >= 1_206_933
                    and t.ram_bytes >= 60_756)
     assert roomy and all(k in fw["suggestions"][0] for k in roomy)
-    assert "seed002_keras_cnn" in fw["suggestions"][1] and "seed001_basic_cnn" not in fw["suggestions"][1]
-    assert "estimate" in fw["suggestions"][1]
+    assert "int4 weights" in fw["suggestions"][1] and "estimate" in fw["suggestions"][1]
+    assert f"{1_206_933 - 1_200_584 // 2:,} B" in fw["suggestions"][1]
+    assert "seed002_keras_cnn" in fw["suggestions"][2] and "seed001_basic_cnn" not in fw["suggestions"][2]
+    assert "estimate" in fw["suggestions"][2]
     rows = dict(fit_lines(fw))
     assert rows["C engine on the board"].startswith("DOES NOT FIT: flash 1,206,933 B (115.1 %)")
     assert "lower bound" in rows["C engine on target"] and "runtime code estimated" in rows["TFLM on the board"]

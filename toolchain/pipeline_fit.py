@@ -83,6 +83,12 @@ def suggestions(board: Target, rows: list[dict[str, Any]], model_name: str, para
     if boards:
         out.append("a board with room for it (by the figures above): " + ", ".join(
             f"{t.key} ({t.flash_kb:,} KB flash, {t.ram_kb:,} KB RAM)" for t in boards))
+    c_row = next((r for r in rows if r["engine"] == "C engine"), None)
+    if c_row is not None and c_row.get("weights_bytes"):
+        half = c_row["flash_bytes"] - c_row["weights_bytes"] // 2
+        if half <= board.flash_bytes and c_row["ram_bytes"] <= board.ram_bytes:
+            out.append(f"int4 weights with the C engine (estimate: flash ~{half:,} B, half the weight bytes): "
+                       "`toolchain quantise RUN --auto --target " + board.key + "` or `--weights int4`")
     code = _code_bytes(rows)
     small = [s for s in models.list_specs()
              if s.name != model_name and s.task == "classification" and s.params is not None
@@ -109,6 +115,7 @@ def firmware_section(board: Target, export_manifest: dict[str, Any], engine_mani
     if engine_manifest is not None:
         rows.append(c_engine_row(board, engine_manifest, io_bytes, target))
         rows[-1]["code_bytes"] = rows[-1]["flash_bytes"] - int(engine_manifest["weight_bytes"])
+        rows[-1]["weights_bytes"] = int(engine_manifest["weight_bytes"])
     if not target:
         notes.append("not run on the emulated Cortex-M4F: no instruction counts (needs arm-none-eabi-gcc and "
                      "qemu-system-arm)")
