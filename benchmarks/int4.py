@@ -74,15 +74,16 @@ def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
         for kind in ("int8", "int4"):
             e = r[kind]
             if "error" in e:
-                lines.append(f"| {r['model'] if kind == 'int8' else ''} | {kind} | {e['tflite_bytes']:,} | n/a | | n/a "
-                             f"| n/a | | {e['error']} |")
+                name = r["model"] if kind == "int8" else ""
+                lines.append(f"| {name} | {kind} | {e['tflite_bytes']:,} | n/a | | n/a | n/a | | {e['error']} |")
                 continue
             q = r.get("ratios", {})
             fr = f"{q['flash_bytes']:.3f}x" if kind == "int4" and q else ""
             ir = f"{q['instructions_per_inference']:.3f}x" if kind == "int4" and q else ""
+            exact = "yes" if e["bit_exact"] else "NO"
             lines.append(f"| {r['model'] if kind == 'int8' else ''} | {kind} | {e['tflite_bytes']:,} | "
                          f"{e['flash_bytes']:,} | {fr} | {e['arena_bytes']:,} | "
-                         f"{e['instructions_per_inference'] / 1e6:.2f} M | {ir} | {'yes' if e['bit_exact'] else 'NO'} |")
+                         f"{e['instructions_per_inference'] / 1e6:.2f} M | {ir} | {exact} |")
     qs = [r["ratios"] for r in rows if r.get("ratios")]
     if qs:
         f = [q["flash_bytes"] for q in qs]

@@ -88,7 +88,8 @@ def int4_models(tmp_path_factory) -> dict[str, Path]:
         p[f"{name}_int8"] = quantise_random(name, d / f"{name}_int8.tflite")
         p[name] = _int4(p[f"{name}_int8"], d / f"{name}_int4.tflite")
     # mixed: conv2 and dense stay int8 (tensor names carry the Keras layer names), conv1 and predictions are int4
-    p["seed001_mixed"] = _int4(p["seed001_basic_cnn_int8"], d / "seed001_mixed.tflite", keep_int8_layers=r"conv2|dense_1/")
+    p["seed001_mixed"] = _int4(p["seed001_basic_cnn_int8"], d / "seed001_mixed.tflite",
+                               keep_int8_layers=r"conv2|dense_1/")
     p.update(_edge_models(d))
     return p
 
@@ -184,7 +185,8 @@ def test_int4_flash_and_speed_against_int8_on_cortex_m4(int4_models, tmp_path):
         inputs = build.random_inputs(load_engine(path), 2, seed=3)
         runs[key] = run_on_target(path, "c", inputs, keep_dir=tmp_path / key)
         _assert_same(path, inputs, runs[key].outputs)
-    f8, f4 = (runs[k].flash["model"] + runs[k].flash["runtime"] for k in ("seed001_basic_cnn_int8", "seed001_basic_cnn"))
+    f8, f4 = (runs[k].flash["model"] + runs[k].flash["runtime"]
+              for k in ("seed001_basic_cnn_int8", "seed001_basic_cnn"))
     assert f4 <= 0.55 * f8, (f4, f8)
     i8, i4 = (runs[k].instructions_per_inference for k in ("seed001_basic_cnn_int8", "seed001_basic_cnn"))
     assert i8 < i4 <= 1.3 * i8, (i4, i8)
