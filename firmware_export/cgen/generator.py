@@ -110,6 +110,48 @@ def interleave_rows(w2d: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else padded.reshape(-1)
 
 
+# int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel
+# accumulates at most this many taps without a partial sum (CONV_2D / FULLY_CONNECTED sum in chunks, ce_kernels.c)
+MAX_INT4_DEPTHWISE_TAPS = (2 ** 31 - 1) // (128 * 255)
+
+
+def _nibbles(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.int16) & 15
+
+
+def pack_int4_rows(w2d: np.ndarray) -> np.ndarray:
+    """Packed int4 layout of ce_conv2d_s8_w4 / ce_fully_connected_s8_w4: rows zero-padded to a multiple of 8 values,
+    byte i of word j = (row[8j + 4 + i] << 4) | (row[8j + i] & 15), then pairs of rows interleaved by words."""
+    n, k = w2d.shape
+    k8 = (k + 7) // 8 * 8
+    padded = np.zeros((n, k8), dtype=np.int16)
+    padded[:, :k] = w2d
+    r = _nibbles(padded).reshape(n, k8 // 8, 2, 4)
+    rows = (r[:, :, 0, :] | (r[:, :, 1, :] << 4)).astype(np.uint8).reshape(n, k8 // 2)
+    return interleave_rows(rows.view(np.int8)).view(np.uint8)
+
+
+def pack_int4_depthwise(w: np.ndarray) -> np.ndarray:
+    """ce_depthwise_s8_w4 layout: [taps][out_c] -> per tap, blocks of 4 channels (zero-padded) in 16 bits holding
+    the nibbles (c2, c0, c3, c1) from the least significant."""
+    taps, oc = w.shape
+    blocks = (oc + 3) // 4
+    padded = np.zeros((taps, blocks * 4), dtype=np.int16)
+    padded[:, :oc] = w
+    c = _nibbles(padded).reshape(taps, blocks, 4)
+    lo = c[..., 2] | (c[..., 0] << 4)
+    hi = c[..., 3] | (c[..., 1] << 4)
+    return np.stack([lo, hi], axis=-1).astype(np.uint8).reshape(-1)
+
+
+def pack_int4_pairs(values: np.ndarray) -> np.ndarray:
+    """Two values per byte, the first in the low nibble (TFLite's packed int4 order)."""
+    v = _nibbles(np.asarray(values).reshape(-1))
+    if v.size % 2:
+        v = np.concatenate([v, np.zeros(1, dtype=v.dtype)])
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
 def _round_half_away(x: float) -> int:
     return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
@@ -234,6 +276,37 @@ class _Builder:
         self.consts.append(_array("int8_t", wn, arr.astype(np.int64), 24))
         return wn
 
+    def packed_weights(self, packed: np.ndarray) -> tuple[str, int]:
+        """Packed int4 weights as a word-aligned uint8 array; returns (C expression for the params, bytes)."""
+        wn = self.const_name("weights4")
+        vals = [f"0x{int(v):02x}" for v in np.asarray(packed, dtype=np.uint8).reshape(-1)] or ["0x00"]
+        lines = ["    " + ", ".join(vals[i:i + 16]) + "," for i in range(0, len(vals), 16)]
+        self.consts.append(f"/* int4 weights, packed two per byte */\nstatic const uint8_t {wn}[{len(vals)}] "
+                           f"CE_WEIGHTS_ALIGN = {{\n" + "\n".join(lines) + "\n};\n")
+        return f"(const int8_t *){wn}", len(vals)
+
+    def dw3x3_weights4(self, arr: np.ndarray) -> tuple[str, int]:
+        """ce_depthwise3x3_s8_w4: per channel one word, low nibbles = bytes 0-3 and high nibbles = bytes 4-7 of the
+        int8 kernel's [w00 w10 w01 w11 w20 w02 w21 w12], then w22 of every channel two per byte."""
+        w = arr.reshape(3, 3, -1).astype(np.int64)
+        order = [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2), (2, 1), (1, 2)]
+        head = _nibbles(np.stack([w[ky, kx] for ky, kx in order], axis=-1))  # [C][8]
+        words = (head[:, :4] | (head[:, 4:] << 4)).astype(np.uint8).reshape(-1)
+        return self.packed_weights(np.concatenate([words, pack_int4_pairs(w[2, 2])]))
+
+    def weight_kind(self, op, w: int) -> bool:
+        """True for int4 weights, False for int8; anything else is refused."""
+        tw = self.t(w)
+        if tw.data is None or tw.dtype not in ("int8", "int4"):
+            raise ExportError(f"{op.opcode} needs constant int8 or int4 weights",
+                              received=f"{tw.dtype} (operator {op.index})")
+        if tw.dtype == "int4":
+            vals = np.asarray(tw.data)
+            if vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
+                raise ExportError("int4 weights outside [-8, 7]", received=f"operator {op.index}")
+            return True
+        return False
+
     def dw3x3_weights(self, arr: np.ndarray) -> str:
         """3x3 depthwise weights [1,3,3,C] as [C][w00 w10 w01 w11 w20 w02 w21 w12] then [C] w22 (ce_depthwise3x3_s8)."""
         w = arr.reshape(3, 3, -1).astype(np.int64)
@@ -249,8 +322,7 @@ class _Builder:
         b = op.inputs[2] if len(op.inputs) > 2 else -1
         self.need_int8(op, x, y)
         tx, tw, ty = self.t(x), self.t(w), self.t(y)
-        if tw.data is None or tw.dtype != "int8":
-            raise ExportError(f"{op.opcode} needs constant int8 weights", received=f"{tw.dtype} (operator {op.index})")
+        w4 = self.weight_kind(op, w)
         if len(tx.shape) != 4 or len(ty.shape) != 4 or tx.shape[0] != 1:
             raise ExportError(f"{op.opcode} needs 4-D batch-1 tensors", received=f"{tx.shape} (operator {op.index})")
         o = op.options
@@ -295,20 +367,34 @@ class _Builder:
                 padded[:, :, :run] = warr.reshape(oc, kh, run)
                 w2d = padded.reshape(oc, kh * rowp)
                 kp = kh * rowp
-            wn = self.weights(interleave_rows(w2d))
+            if w4:
+                wn, wbytes = self.packed_weights(pack_int4_rows(w2d))
+            else:
+                wn = self.weights(interleave_rows(w2d))
         elif dw3x3:
-            wn = self.dw3x3_weights(warr)
+            wn, wbytes = self.dw3x3_weights4(warr) if w4 else (self.dw3x3_weights(warr), 0)
         else:
             if kh > 16:
                 raise ExportError("DEPTHWISE_CONV_2D kernels taller than 16 are not supported", received=f"{kh}")
-            wn = self.weights(warr)
+            if w4 and kh * kw > MAX_INT4_DEPTHWISE_TAPS:
+                raise ExportError(f"int4 DEPTHWISE_CONV_2D kernels above {MAX_INT4_DEPTHWISE_TAPS} taps are not "
+                                  "supported", received=f"{kh}x{kw} (operator {op.index})")
+            if w4:
+                wn, wbytes = self.packed_weights(pack_int4_depthwise(warr.reshape(kh * kw, oc)))
+            else:
+                wn = self.weights(warr)
+        if not w4:
+            wbytes = warr.size
         inplace = 0
         scratch = 0
         same_geometry = (oh, ow) == (ih, iw) and sh == 1 and sw == 1
+        kp_col = kp  # im2col column length
+        if as_conv and w4:
+            kp = (kp + 7) // 8 * 8  # int4 rows: whole words of 8 values (the last column group meets zero weights)
         if as_conv:
             scratch = 4 * kp  # two interleaved int32 im2col columns: 2 words per group of 4 elements and pixel
             if (1 if depthwise else ic) % 4:
-                scratch += 2 * kp  # int16 row buffer of the generic im2col (border pixels)
+                scratch += 2 * kp_col  # int16 row buffer of the generic im2col (border pixels)
             if (kh, kw) == (1, 1) and same_geometry and pad_t == 0 and pad_l == 0 and oc <= ic \
                     and self.can_overwrite(op, x):
                 inplace = 1
@@ -328,15 +414,16 @@ class _Builder:
             f"    {dm}, {inplace}, {-zx}, {zy}, {lo}, {hi}, {kp},\n"
             f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
         macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
+        sfx = "_w4" if w4 else ""
         if as_conv:
-            body = f"ce_conv2d_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)}, (int16_t *)(void *)@S@);"
+            body = f"ce_conv2d_s8{sfx}(&{pn}, {self.ptr(x)}, {self.ptr(y)}, (int16_t *)(void *)@S@);"
         elif dw3x3:
-            body = f"ce_depthwise3x3_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)}, (int16_t *)(void *)@S@);"
+            body = f"ce_depthwise3x3_s8{sfx}(&{pn}, {self.ptr(x)}, {self.ptr(y)}, (int16_t *)(void *)@S@);"
         else:
-            body = f"ce_depthwise_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)}, @S@);"
+            body = f"ce_depthwise_s8{sfx}(&{pn}, {self.ptr(x)}, {self.ptr(y)}, @S@);"
         if inplace:
             self.alias[y] = x
-        self.add_step(op, body, [x], [y], scratch, macs, warr.size + 4 * oc)
+        self.add_step(op, body, [x], [y], scratch, macs, wbytes + 4 * oc)
 
     @staticmethod
     def padding(kind: str, n_in: int, n_out: int, k: int, stride: int, dil: int) -> int:
@@ -351,8 +438,9 @@ class _Builder:
         b = op.inputs[2] if len(op.inputs) > 2 else -1
         self.need_int8(op, x, y)
         tx, tw, ty = self.t(x), self.t(w), self.t(y)
-        if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != 2:
-            raise ExportError("FULLY_CONNECTED needs constant 2-D int8 weights", received=f"operator {op.index}")
+        w4 = self.weight_kind(op, w)
+        if len(tw.shape) != 2:
+            raise ExportError("FULLY_CONNECTED needs constant 2-D weights", received=f"operator {op.index}")
         n, k = tw.shape
         if tx.num_elements % k:
             raise ExportError("FULLY_CONNECTED input does not match the weights", received=f"{tx.shape} vs {tw.shape}")
@@ -362,12 +450,16 @@ class _Builder:
         _, zy = self.qparams(y)
         mn, sn = self.per_channel(op, x, w, y, n)
         bn = self.bias(op, b, n)
-        wn = self.weights(interleave_rows(np.asarray(tw.data, dtype=np.int8).reshape(n, k)))
+        w2d = np.asarray(tw.data, dtype=np.int8).reshape(n, k)
+        if w4:
+            wn, wbytes = self.packed_weights(pack_int4_rows(w2d))
+        else:
+            wn, wbytes = self.weights(interleave_rows(w2d)), n * k
         pn = self.const_name("params")
         self.consts.append(f"static const ce_fc_params {pn} = {{\n    {batches}, {k}, {n}, {-zx}, {zy}, {lo}, {hi},\n"
                            f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
-        body = f"ce_fully_connected_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)});"
-        self.add_step(op, body, [x], [y], 0, batches * n * k, n * k + 4 * n)
+        body = f"ce_fully_connected_s8{'_w4' if w4 else ''}(&{pn}, {self.ptr(x)}, {self.ptr(y)});"
+        self.add_step(op, body, [x], [y], 0, batches * n * k, wbytes + 4 * n)
 
     def pool(self, op) -> None:
         x, y = op.inputs[0], op.outputs[0]

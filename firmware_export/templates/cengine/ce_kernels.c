@@ -719,6 +719,488 @@ void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out)
     }
 }
 
+/* ---- int4 weights (packed two per byte) -------------------------------------------------------- */
+/* Weights of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED may be int4 (values in [-8, 7], zero point 0), stored
+ * packed in flash and unpacked in registers as they are used: no unpacking scratch.
+ *
+ * Convolution / fully connected rows: the int8 row layout (padded rows, pairs interleaved) with two groups of 4
+ * values in one word: byte i of word j = (row[8j + 4 + i] << 4) | (row[8j + i] & 15), so the low nibbles hold
+ * group 2j and the high nibbles group 2j+1 (rows padded to a multiple of 8 values). Pairs of rows are interleaved by
+ * words (row 2p word j at byte 8j, row 2p+1 word j at 8j + 4). One AND with 0xF0F0F0F0 (after a left shift by 4 for
+ * the low nibbles) gives each group as bytes of 16 x value, which SXTB16 extends into the int16 pairs that meet the
+ * unchanged int16 im2col column: the dot products run on 16 x the weights and the sum is divided by 16 (exact, an
+ * arithmetic shift) before the bias is added. |16 w (x + offset)| <= 128 x 255, so a run of CE_W4_CHUNK words
+ * (32768 products) cannot overflow int32; longer rows are summed chunk by chunk. */
+
+#define CE_W4_MASK 0xF0F0F0F0u
+#define CE_W4_CHUNK 4096
+
+static inline int32_t ce_w4_lo(int32_t v) { return (int32_t)(((uint32_t)v << 4) & CE_W4_MASK); }
+static inline int32_t ce_w4_hi(int32_t v) { return (int32_t)((uint32_t)v & CE_W4_MASK); }
+
+/* nibble r (0..7) of the 4-byte word at w (byte r & 3, high nibble for r >= 4), sign-extended */
+static inline int32_t ce_w4_nibble(const int8_t *w, int32_t r)
+{
+    const uint32_t b = (uint8_t)w[r & 3];
+    const uint32_t n = (r & 4 ? b >> 4 : b) & 15u;
+    return (int32_t)(n ^ 8u) - 8;
+}
+
+/* (16 a, 16 b) int16 pair -> (a, b) */
+static inline int32_t ce_w4_exact(int32_t t)
+{
+    return ce_pack16((int32_t)(int16_t)(uint16_t)((uint32_t)t & 0xFFFFu) >> 4, t >> 20);
+}
+
+/* two packed rows (word-interleaved) x two interleaved columns, `words` words (8 values each, >= 1):
+ * acc += 16 x {row a col A, row a col B, row b col A, row b col B} */
+#if defined(CE_ARM_DSP) && defined(__OPTIMIZE__) && !defined(CE_NO_ASM)
+#define CE_DOT4_HALF(acc0, acc1)                                                                                \
+    "sxtb16 %[wv], %[t]\n\t"                                                                                    \
+    "smlad %[" acc0 "], %[wv], %[x0], %[" acc0 "]\n\t"                                                          \
+    "smlad %[" acc1 "], %[wv], %[x2], %[" acc1 "]\n\t"                                                          \
+    "sxtb16 %[t], %[t], ror #8\n\t"                                                                             \
+    "smlad %[" acc0 "], %[t], %[x1], %[" acc0 "]\n\t"                                                           \
+    "smlad %[" acc1 "], %[t], %[x3], %[" acc1 "]\n\t"
+
+static CE_NOINLINE void ce_dot4_2x2(const int8_t *w, const int32_t *c, int32_t words, int32_t *acc)
+{
+    register int32_t x0 __asm__("r3");
+    register int32_t x1 __asm__("r4");
+    register int32_t x2 __asm__("r5");
+    register int32_t x3 __asm__("r6");
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    int32_t wv, t;
+    int32_t n = words;
+    __asm__ volatile("1:\n\t"
+                     "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t" /* group 2j: low nibbles */
+                     "ldr %[wv], [%[w]]\n\t"
+                     "lsl %[t], %[wv], #4\n\t"
+                     "and %[t], %[t], #0xF0F0F0F0\n\t"
+                     CE_DOT4_HALF("a0", "a1")
+                     "ldr %[wv], [%[w], #4]\n\t"
+                     "lsl %[t], %[wv], #4\n\t"
+                     "and %[t], %[t], #0xF0F0F0F0\n\t"
+                     CE_DOT4_HALF("b0", "b1")
+                     "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t" /* group 2j + 1: high nibbles */
+                     "ldr %[wv], [%[w]], #8\n\t"
+                     "and %[t], %[wv], #0xF0F0F0F0\n\t"
+                     CE_DOT4_HALF("a0", "a1")
+                     "ldr %[wv], [%[w], #-4]\n\t"
+                     "and %[t], %[wv], #0xF0F0F0F0\n\t"
+                     CE_DOT4_HALF("b0", "b1")
+                     "subs %[n], %[n], #1\n\t"
+                     "bne 1b\n\t"
+                     : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
+                       [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wv] "=&r"(wv),
+                       [t] "=&r"(t), [n] "+r"(n)
+                     :
+                     : "cc", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
+#else
+static inline void ce_dot4_2x2(const int8_t *w, const int32_t *c, int32_t words, int32_t *acc)
+{
+    int32_t s0a = acc[0], s0b = acc[1], s1a = acc[2], s1b = acc[3];
+    while (words-- > 0) {
+        const int32_t wa = ce_rd32(w), wb = ce_rd32(w + 4);
+        int32_t t, u;
+        w += 8;
+        t = ce_w4_lo(wa);
+        u = ce_sxtb16(t);
+        s0a = ce_smlad(u, c[0], s0a);
+        s0b = ce_smlad(u, c[2], s0b);
+        u = ce_sxtb16_ror8(t);
+        s0a = ce_smlad(u, c[1], s0a);
+        s0b = ce_smlad(u, c[3], s0b);
+        t = ce_w4_lo(wb);
+        u = ce_sxtb16(t);
+        s1a = ce_smlad(u, c[0], s1a);
+        s1b = ce_smlad(u, c[2], s1b);
+        u = ce_sxtb16_ror8(t);
+        s1a = ce_smlad(u, c[1], s1a);
+        s1b = ce_smlad(u, c[3], s1b);
+        t = ce_w4_hi(wa);
+        u = ce_sxtb16(t);
+        s0a = ce_smlad(u, c[4], s0a);
+        s0b = ce_smlad(u, c[6], s0b);
+        u = ce_sxtb16_ror8(t);
+        s0a = ce_smlad(u, c[5], s0a);
+        s0b = ce_smlad(u, c[7], s0b);
+        t = ce_w4_hi(wb);
+        u = ce_sxtb16(t);
+        s1a = ce_smlad(u, c[4], s1a);
+        s1b = ce_smlad(u, c[6], s1b);
+        u = ce_sxtb16_ror8(t);
+        s1a = ce_smlad(u, c[5], s1a);
+        s1b = ce_smlad(u, c[7], s1b);
+        c += 8;
+    }
+    acc[0] = s0a;
+    acc[1] = s0b;
+    acc[2] = s1a;
+    acc[3] = s1b;
+}
+#endif
+
+/* one packed row (wstride bytes per word) x one column (cstride words per group of 4): 16 x the dot product */
+static inline int32_t ce_dot4_1x1(const int8_t *w, int32_t wstride, const int32_t *c, int32_t cstride, int32_t words)
+{
+    int32_t acc = 0;
+    while (words-- > 0) {
+        const int32_t v = ce_rd32(w);
+        const int32_t lo = ce_w4_lo(v), hi = ce_w4_hi(v);
+        acc = ce_smlad(ce_sxtb16(lo), c[0], acc);
+        acc = ce_smlad(ce_sxtb16_ror8(lo), c[1], acc);
+        acc = ce_smlad(ce_sxtb16(hi), c[cstride], acc);
+        acc = ce_smlad(ce_sxtb16_ror8(hi), c[cstride + 1], acc);
+        w += wstride;
+        c += 2 * cstride;
+    }
+    return acc;
+}
+
+/* bias + dot product of one packed row with one column, chunk by chunk */
+static inline int32_t ce_dot4_1x1_full(const int8_t *w, int32_t wstride, const int32_t *c, int32_t cstride,
+                                       int32_t words, int32_t bias)
+{
+    int32_t acc = bias;
+    while (words > 0) {
+        const int32_t n = words < CE_W4_CHUNK ? words : CE_W4_CHUNK;
+        acc += ce_dot4_1x1(w, wstride, c, cstride, n) >> 4;
+        w += n * wstride;
+        c += n * 2 * cstride;
+        words -= n;
+    }
+    return acc;
+}
+
+static CE_NOINLINE void ce_conv_single_w4(const ce_conv_params *p, const int32_t *col, int32_t cstride, int32_t oc0,
+                                          int8_t *dst)
+{
+    const int32_t words = p->k_padded >> 3;
+    int32_t oc;
+    for (oc = oc0; oc < p->out_c; ++oc) {
+        const int paired = (oc | 1) < p->out_c;
+        const int8_t *w = p->weights + (oc & ~1) * (p->k_padded >> 1) + (paired ? (oc & 1) * 4 : 0);
+        const int32_t acc = ce_dot4_1x1_full(w, paired ? 8 : 4, col, cstride, words, p->bias[oc]);
+        dst[oc] = ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
+    }
+}
+
+/* CONV_2D with int4 weights: ce_conv2d_s8's loop; p->k_padded is the row length rounded up to a multiple of 8 (the
+ * im2col column ends one group earlier when the int8 padding is not a multiple of 8: that group meets zero weights,
+ * whatever the scratch holds) */
+void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    const int32_t words = p->k_padded >> 3;
+    const int32_t wrow = p->k_padded >> 1; /* bytes per packed row */
+    const int32_t npix = p->out_h * p->out_w;
+    const int32_t oc_n = p->out_c;
+    int32_t *col = (int32_t *)(void *)scratch;
+    int16_t *nat = (int16_t *)(void *)(col + p->k_padded);
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t *bias = p->bias, *mult = p->mult;
+    const int8_t *shift = p->shift;
+    int32_t pix;
+    for (pix = 0; pix < npix; pix += 2) {
+        int8_t *out0 = out + pix * oc_n;
+        int32_t oc;
+        if (pix + 1 < npix) {
+            int8_t *out1 = out0 + oc_n;
+            ce_im2col(p, in, pix, col, 4, nat);
+            ce_im2col(p, in, pix + 1, col + 2, 4, nat);
+            for (oc = 0; oc + 1 < oc_n; oc += 2) {
+                int32_t acc[4], j0;
+                acc[0] = acc[1] = bias[oc];
+                acc[2] = acc[3] = bias[oc + 1];
+                for (j0 = 0; j0 < words; j0 += CE_W4_CHUNK) {
+                    const int32_t n = words - j0 < CE_W4_CHUNK ? words - j0 : CE_W4_CHUNK;
+                    int32_t s[4] = {0, 0, 0, 0};
+                    ce_dot4_2x2(p->weights + oc * wrow + 8 * j0, col + 8 * j0, n, s);
+                    acc[0] += s[0] >> 4;
+                    acc[1] += s[1] >> 4;
+                    acc[2] += s[2] >> 4;
+                    acc[3] += s[3] >> 4;
+                }
+                ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,
+                                out1 + oc);
+                ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max,
+                                out0 + oc + 1, out1 + oc + 1);
+            }
+            if (oc < oc_n) {
+                ce_conv_single_w4(p, col, 4, oc, out0);
+                ce_conv_single_w4(p, col + 2, 4, oc, out1);
+            }
+        } else {
+            ce_im2col(p, in, pix, col, 2, nat);
+            ce_conv_single_w4(p, col, 2, 0, out0);
+        }
+    }
+}
+
+/* DEPTHWISE_CONV_2D with int4 weights: ce_depthwise_s8's loop. Weights [k_h][k_w][ceil(out_c / 4)] x 16 bits: the
+ * 4 channels c0..c3 of a block as nibbles (c2, c0, c3, c1) from the least significant, so that
+ * (h | h << 20) & 0xF0F0F0F0 holds them as bytes of 16 x value in channel order (4 channels: 2 bytes instead of 4).
+ * Accumulators hold 16 x the sum; |16 w (x + offset)| <= 32640 per tap, far from overflow for any real kernel
+ * (the generator refuses more than 65536 taps). */
+static inline int32_t ce_w4_dw_block(const int8_t *w)
+{
+    const uint32_t h = (uint32_t)(uint8_t)w[0] | ((uint32_t)(uint8_t)w[1] << 8);
+    return (int32_t)((h | (h << 20)) & CE_W4_MASK);
+}
+
+/* weight of channel c at tap `tap` (blocks: 4-channel blocks per tap) */
+static inline int32_t ce_w4_dw_weight(const int8_t *weights, int32_t tap, int32_t blocks, int32_t c)
+{
+    static const uint8_t sh[4] = {4, 12, 0, 8};
+    const int8_t *b = weights + 2 * (tap * blocks + (c >> 2));
+    const uint32_t h = (uint32_t)(uint8_t)b[0] | ((uint32_t)(uint8_t)b[1] << 8);
+    return (int32_t)(((h >> sh[c & 3]) & 15u) ^ 8u) - 8;
+}
+
+#define CE_DW4_TAP(src, w, xo, wo)                                                                              \
+    do {                                                                                                        \
+        const int32_t xv_ = ce_rd32((src) + (xo));                                                              \
+        const int32_t wv_ = ce_w4_dw_block((w) + (wo));                                                         \
+        const int32_t x02_ = ce_sxtab16(off2, xv_), x13_ = ce_sxtab16_ror8(off2, xv_);                          \
+        const int32_t w02_ = ce_sxtb16(wv_), w13_ = ce_sxtb16_ror8(wv_);                                        \
+        a0 = ce_smlabb(x02_, w02_, a0);                                                                         \
+        a2 = ce_smlatt(x02_, w02_, a2);                                                                         \
+        a1 = ce_smlabb(x13_, w13_, a1);                                                                         \
+        a3 = ce_smlatt(x13_, w13_, a3);                                                                         \
+    } while (0)
+
+void ce_depthwise_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch)
+{
+    const int32_t oc_n = p->out_c;
+    const int32_t dm = p->depth_multiplier;
+    const int32_t row_bytes = p->in_w * p->in_c;
+    const int32_t out_row_bytes = p->out_w * oc_n;
+    const int32_t blocks = (oc_n + 3) >> 2;
+    const int32_t tap_bytes = 2 * blocks;
+    int8_t *tmp = scratch;
+    int8_t *ring = scratch + out_row_bytes;
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t wrow = p->k_w * tap_bytes;
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+    int32_t oy, ox, ky, kx, oc;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_t;
+        const int32_t ky0 = iy0 < 0 ? (-iy0 + p->dil_h - 1) / p->dil_h : 0;
+        int32_t ky1 = p->k_h;
+        int8_t *dst_row = p->inplace ? tmp : out + oy * out_row_bytes;
+        const int8_t *rows[16];
+        while (ky1 > ky0 && iy0 + (ky1 - 1) * p->dil_h >= p->in_h) {
+            --ky1;
+        }
+        for (ky = ky0; ky < ky1; ++ky) {
+            rows[ky] = ce_dw_row(p, in, ring, iy0 + ky * p->dil_h, oy, row_bytes);
+        }
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_l;
+            const int32_t kx0 = ix0 < 0 ? (-ix0 + p->dil_w - 1) / p->dil_w : 0;
+            int32_t kx1 = p->k_w;
+            int8_t *dst = dst_row + ox * oc_n;
+            while (kx1 > kx0 && ix0 + (kx1 - 1) * p->dil_w >= p->in_w) {
+                --kx1;
+            }
+            oc = 0;
+            if (dm == 1) {
+                const int32_t xstep = p->dil_w * p->in_c;
+                const int32_t ntaps_x = kx1 - kx0;
+                const int32_t xoff = (ix0 + kx0 * p->dil_w) * p->in_c;
+                const int8_t *wbase = p->weights + kx0 * tap_bytes;
+                for (; oc + 3 < oc_n; oc += 4) {
+                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *src = rows[ky] + xoff + oc;
+                        const int8_t *w = wbase + ky * wrow + (oc >> 1);
+                        int32_t n = ntaps_x;
+                        if (n == 3) {
+                            CE_DW4_TAP(src, w, 0, 0);
+                            CE_DW4_TAP(src, w, xstep, tap_bytes);
+                            CE_DW4_TAP(src, w, 2 * xstep, 2 * tap_bytes);
+                            continue;
+                        }
+                        while (n-- > 0) {
+                            CE_DW4_TAP(src, w, 0, 0);
+                            src += xstep;
+                            w += tap_bytes;
+                        }
+                    }
+                    dst[oc] = ce_requant(p->bias[oc] + (a0 >> 4), p->mult[oc], p->shift[oc], out_off, act_min,
+                                         act_max);
+                    dst[oc + 1] = ce_requant(p->bias[oc + 1] + (a1 >> 4), p->mult[oc + 1], p->shift[oc + 1],
+                                             out_off, act_min, act_max);
+                    dst[oc + 2] = ce_requant(p->bias[oc + 2] + (a2 >> 4), p->mult[oc + 2], p->shift[oc + 2],
+                                             out_off, act_min, act_max);
+                    dst[oc + 3] = ce_requant(p->bias[oc + 3] + (a3 >> 4), p->mult[oc + 3], p->shift[oc + 3],
+                                             out_off, act_min, act_max);
+                }
+            }
+            for (; oc < oc_n; ++oc) {
+                int32_t acc = p->bias[oc];
+                const int32_t ic = oc / dm;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        const int32_t ix = ix0 + kx * p->dil_w;
+                        acc += (rows[ky][ix * p->in_c + ic] + p->in_offset) *
+                               ce_w4_dw_weight(p->weights, ky * p->k_w + kx, blocks, oc);
+                    }
+                }
+                dst[oc] = ce_requant(acc, p->mult[oc], p->shift[oc], out_off, act_min, act_max);
+            }
+        }
+        if (p->inplace) {
+            if (p->pad_t > 0) {
+                ce_copy_s8(in + oy * row_bytes, ring + (oy % p->pad_t) * row_bytes, row_bytes);
+            }
+            ce_copy_s8(tmp, out + oy * out_row_bytes, out_row_bytes);
+        }
+    }
+}
+
+/* DEPTHWISE_CONV_2D 3x3 stride 1 with int4 weights: ce_depthwise3x3_s8's loop. Weights: one word per channel whose
+ * low nibbles are the int8 kernel's first 4 bytes (w00 w10 w01 w11) and high nibbles the next 4 (w20 w02 w21 w12),
+ * then w22 of every channel two per byte (even channel in the low nibble). The pairs are unpacked to exact int16
+ * values once per channel and output row (outside the pixel loop), so the accumulation is ce_depthwise3x3_s8's. */
+void ce_depthwise3x3_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    const int32_t ch = p->in_c;
+    const int32_t ow = p->out_w;
+    const int32_t pw = ow + 3;
+    const int32_t slot_len = ch * pw;
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    int32_t oy, ox, c, i;
+    for (i = 0; i < 3 * slot_len; ++i) {
+        scratch[i] = 0;
+    }
+    ce_dw3_stage(p, in, scratch, pw, -p->pad_t);
+    ce_dw3_stage(p, in, scratch + slot_len, pw, 1 - p->pad_t);
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int16_t *r0 = scratch + (oy % 3) * slot_len;
+        const int16_t *r1 = scratch + ((oy + 1) % 3) * slot_len;
+        const int16_t *r2 = scratch + ((oy + 2) % 3) * slot_len;
+        int8_t *dst_row = out + oy * ow * ch;
+        ce_dw3_stage(p, in, scratch + ((oy + 2) % 3) * slot_len, pw, oy + 2 - p->pad_t);
+        for (c = 0; c < ch; ++c) {
+            const int32_t v = ce_rd32(p->weights + 4 * c);
+            const int32_t lo = ce_w4_lo(v), hi = ce_w4_hi(v);
+            const int32_t k01_0 = ce_w4_exact(ce_sxtb16(lo)), k01_1 = ce_w4_exact(ce_sxtb16_ror8(lo));
+            const int32_t k01_2 = ce_w4_exact(ce_sxtb16(hi)), k2_01 = ce_w4_exact(ce_sxtb16_ror8(hi));
+            const uint32_t b22 = (uint8_t)p->weights[4 * ch + (c >> 1)];
+            const int32_t k2_2 = (int32_t)((((c & 1) ? b22 >> 4 : b22) & 15u) ^ 8u) - 8;
+            const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
+            const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
+            int8_t *dst = dst_row + c;
+            for (ox = 0; ox + 1 < ow; ox += 2) {
+                int32_t a = bias, b = bias, t;
+                t = ce_rd32(x0 + ox + 2);
+                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
+                b = ce_smlad(ce_rd32(x0 + ox + 1), k01_0, b);
+                a = ce_smlabb(t, k2_01, a);
+                b = ce_smlatb(t, k2_01, b);
+                t = ce_rd32(x1 + ox + 2);
+                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
+                b = ce_smlad(ce_rd32(x1 + ox + 1), k01_1, b);
+                a = ce_smlabt(t, k2_01, a);
+                b = ce_smlatt(t, k2_01, b);
+                t = ce_rd32(x2 + ox + 2);
+                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
+                b = ce_smlad(ce_rd32(x2 + ox + 1), k01_2, b);
+                a = ce_smlabb(t, k2_2, a);
+                b = ce_smlatb(t, k2_2, b);
+                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
+                dst += 2 * ch;
+            }
+            if (ox < ow) {
+                int32_t a = bias;
+                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
+                a = ce_smlabb(ce_rd32(x0 + ox + 2), k2_01, a);
+                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
+                a = ce_smlabt(ce_rd32(x1 + ox + 2), k2_01, a);
+                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
+                a = ce_smlabb(ce_rd32(x2 + ox + 2), k2_2, a);
+                *dst = ce_requant(a, mult, shift, out_off, act_min, act_max);
+            }
+        }
+    }
+}
+
+/* FULLY_CONNECTED with int4 weights: rows of in_depth rounded up to 8 values, packed and word-interleaved like
+ * CONV_2D's; the input is read as two words per weight word. */
+void ce_fully_connected_s8_w4(const ce_fc_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t k = p->in_depth;
+    const int32_t wrow = ((k + 7) & ~7) >> 1; /* bytes per packed row */
+    const int32_t full = k >> 3;
+    const int32_t rest = k & 7;
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+    int32_t b, o, j, j0, r;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x = in + b * k;
+        int8_t *y = out + b * p->out_depth;
+        for (o = 0; o < p->out_depth; o += 2) {
+            const int paired = o + 1 < p->out_depth;
+            const int8_t *w = p->weights + o * wrow;
+            int32_t a0 = p->bias[o];
+            int32_t a1 = paired ? p->bias[o + 1] : 0;
+            for (j0 = 0; j0 < full; j0 += CE_W4_CHUNK) {
+                const int32_t j1 = full - j0 < CE_W4_CHUNK ? full : j0 + CE_W4_CHUNK;
+                int32_t s0 = 0, s1 = 0;
+                if (paired) {
+                    for (j = j0; j < j1; ++j) {
+                        const int32_t xa = ce_rd32(x + 8 * j), xb = ce_rd32(x + 8 * j + 4);
+                        const int32_t xa02 = ce_sxtab16(off2, xa), xa13 = ce_sxtab16_ror8(off2, xa);
+                        const int32_t xb02 = ce_sxtab16(off2, xb), xb13 = ce_sxtab16_ror8(off2, xb);
+                        const int32_t wa = ce_rd32(w + 8 * j), wb = ce_rd32(w + 8 * j + 4);
+                        int32_t t = ce_w4_lo(wa);
+                        s0 = ce_smlad(ce_sxtb16(t), xa02, s0);
+                        s0 = ce_smlad(ce_sxtb16_ror8(t), xa13, s0);
+                        t = ce_w4_hi(wa);
+                        s0 = ce_smlad(ce_sxtb16(t), xb02, s0);
+                        s0 = ce_smlad(ce_sxtb16_ror8(t), xb13, s0);
+                        t = ce_w4_lo(wb);
+                        s1 = ce_smlad(ce_sxtb16(t), xa02, s1);
+                        s1 = ce_smlad(ce_sxtb16_ror8(t), xa13, s1);
+                        t = ce_w4_hi(wb);
+                        s1 = ce_smlad(ce_sxtb16(t), xb02, s1);
+                        s1 = ce_smlad(ce_sxtb16_ror8(t), xb13, s1);
+                    }
+                } else {
+                    for (j = j0; j < j1; ++j) {
+                        const int32_t xa = ce_rd32(x + 8 * j), xb = ce_rd32(x + 8 * j + 4);
+                        const int32_t wa = ce_rd32(w + 4 * j);
+                        int32_t t = ce_w4_lo(wa);
+                        s0 = ce_smlad(ce_sxtb16(t), ce_sxtab16(off2, xa), s0);
+                        s0 = ce_smlad(ce_sxtb16_ror8(t), ce_sxtab16_ror8(off2, xa), s0);
+                        t = ce_w4_hi(wa);
+                        s0 = ce_smlad(ce_sxtb16(t), ce_sxtab16(off2, xb), s0);
+                        s0 = ce_smlad(ce_sxtb16_ror8(t), ce_sxtab16_ror8(off2, xb), s0);
+                    }
+                }
+                a0 += s0 >> 4;
+                a1 += s1 >> 4;
+            }
+            for (r = 0; r < rest; ++r) {
+                const int32_t xv = x[8 * full + r] + p->in_offset;
+                a0 += xv * ce_w4_nibble(w + full * (paired ? 8 : 4), r);
+                if (paired) {
+                    a1 += xv * ce_w4_nibble(w + full * 8 + 4, r);
+                }
+            }
+            y[o] = ce_requant(a0, p->mult[o], p->shift[o], p->out_offset, p->act_min, p->act_max);
+            if (paired) {
+                y[o + 1] = ce_requant(a1, p->mult[o + 1], p->shift[o + 1], p->out_offset, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
 /* ---- pooling ---------------------------------------------------------------------------------- */
 
 void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out)

@@ -15,6 +15,9 @@
  *   - portable C99 equivalents of the same instructions for any other target (host tests run this path).
  * Define CE_NO_DSP to force the portable path on a DSP-capable core, CE_NO_ASM to keep the DSP intrinsics but
  * replace the inline-assembly inner loop (used in optimised builds only) by C.
+ *
+ * int4 weights (the *_w4 kernels, same parameter structs): packed two per byte in flash (layouts in ce_kernels.c)
+ * and unpacked in registers as they are used (AND + SXTB16 into the same int16 pairs), no unpacking buffer.
  */
 #ifndef CE_KERNELS_H
 #define CE_KERNELS_H
@@ -25,13 +28,20 @@
 extern "C" {
 #endif
 
+/* packed int4 weight arrays are word-aligned (the kernels load them as 32-bit words) */
+#if defined(__GNUC__) || defined(__clang__)
+#define CE_WEIGHTS_ALIGN __attribute__((aligned(4)))
+#else
+#define CE_WEIGHTS_ALIGN
+#endif
+
 typedef struct {
     int16_t in_h, in_w, in_c, out_h, out_w, out_c;
     int16_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
     int16_t depth_multiplier; /* depthwise only */
     int16_t inplace;          /* output overwrites the input buffer (planner decision) */
     int16_t in_offset, out_offset, act_min, act_max;
-    int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 */
+    int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 (int4 weights: of 8) */
     const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c];
                              * dw 3x3 stride 1: [out_c][8] + [out_c] (see ce_depthwise3x3_s8) */
     const int32_t *bias;    /* [out_c] */
@@ -85,6 +95,11 @@ void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_
 void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
 void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out);
+/* the same operators with packed int4 weights (p->weights points at the packed bytes) */
+void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
+void ce_depthwise_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
+void ce_depthwise3x3_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
+void ce_fully_connected_s8_w4(const ce_fc_params *p, const int8_t *in, int8_t *out);
 void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch);
