@@ -38,12 +38,30 @@ def _figures(path: Path, side: dict, board) -> dict:
     io = int(np.prod(side["input_shape"])) + int(np.prod(side["output_shape"]))
     fp = _footprint(data, board, io)
     ev = side.get("evaluation") or {}
+    target = _on_target(path) if fp["c_engine_arena_bytes"] is not None else None
     return {"bytes": len(data), "scheme": side["quantization"]["scheme"],
             "test_accuracy": ev.get("tflite_accuracy"), "float_test_accuracy": ev.get("float_accuracy"),
             "c_engine_arena_bytes": fp["c_engine_arena_bytes"], "tflm_arena_bytes": fp["tflm_arena_bytes"],
-            "fits": (fp.get("fit") or {}).get("fits"), "fit": fp.get("fit"),
+            "fits": (fp.get("fit") or {}).get("fits"), "fit": fp.get("fit"), "target": target,
             "int4_layers": [e["layer"] for e in (side["quantization"].get("int4") or {}).get("layers", [])
                             if e["bits"] == 4]}
+
+
+def _on_target(path: Path) -> dict | None:
+    """The C engine on the emulated Cortex-M4F (3 random inputs): flash = model + engine code, instructions, and
+    whether its outputs equal LiteRT's reference kernels."""
+    from firmware_export.m4.tools import tools_available
+
+    if not tools_available():
+        return None
+    from firmware_export.cgen import build, load_engine
+    from toolchain.ontarget import run_and_compare
+
+    inputs = build.random_inputs(load_engine(path), 3, seed=0)
+    run, cmp = run_and_compare(path, "c", inputs)
+    return {"flash_bytes": run.flash["model"] + run.flash["runtime"],
+            "instructions_per_inference": run.instructions_per_inference,
+            "identical": cmp["identical"] == cmp["samples"]}
 
 
 def bench(name: str, work: Path, epochs: int, board, budget: float) -> dict:
@@ -80,8 +98,11 @@ def to_markdown(res: dict) -> str:
          "tflite-micro on the host (TFLM unpacks int4 weights into its arena; it refuses per-channel int4 "
          "FULLY_CONNECTED, shown as –). Fit: file + TFLM runtime estimate <= flash and the smaller arena + I/O <= "
          f"RAM of {m['target']}.", "",
-         "| model | scheme | .tflite B | vs int8 | test acc % | C arena B | TFLM arena B | fits | int4 layers |",
-         "|---|---|---:|---:|---:|---:|---:|---|---|"]
+         "C engine on target: flash (model + engine code) and instructions per inference on QEMU mps2-an386 "
+         "(3 random inputs; = says its outputs equal LiteRT's reference kernels).", "",
+         "| model | scheme | .tflite B | vs int8 | test acc % | C arena B | TFLM arena B | C flash B | C instructions "
+         "| fits | int4 layers |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
 
     def n(v):
         return "–" if v is None else f"{v:,}"
@@ -91,8 +112,10 @@ def to_markdown(res: dict) -> str:
             f = r[s]
             acc = "–" if f["test_accuracy"] is None else f"{100 * f['test_accuracy']:.2f}"
             label = s if s != "auto" else f"auto ({f['chosen']})"
+            t = f.get("target") or {}
+            ins = "–" if not t else f"{t['instructions_per_inference'] / 1e6:.2f} M" + (" =" if t["identical"] else " ≠")
             L.append(f"| {r['model']} | {label} | {f['bytes']:,} | {f['bytes'] / b8:.3f}x | {acc} | "
-                     f"{n(f['c_engine_arena_bytes'])} | {n(f['tflm_arena_bytes'])} | "
+                     f"{n(f['c_engine_arena_bytes'])} | {n(f['tflm_arena_bytes'])} | {n(t.get('flash_bytes'))} | {ins} | "
                      f"{'yes' if f['fits'] else 'no'} | {', '.join(f['int4_layers']) or '–'} |")
     return "\n".join(L) + "\n"
 

@@ -157,7 +157,7 @@ def convert(model_path: str | os.PathLike, output: str | os.PathLike, precision:
                       "float_ops": [], "float_op_count": len(info["float_ops"])},
     )
     meta["tensors"] = _io_summary(info)
-    sidecar = _finish(data, meta, out, src, {"auto": auto} if auto is not None else None)
+    sidecar = _finish(data, meta, out, src)
     log.debug("converted %s -> %s (%s, %s bytes)", src, out, precision, f"{sidecar['size_bytes']:,}")
     return sidecar
 
