@@ -269,11 +269,8 @@ class Outcome:
     arena_bytes: int | None = None
 
 
-def run_cli_case(model_path: Path, out_dir: Path, timeout: float = 60.0, measure_tflm: bool = False,
-                 mem_limit: int = 6 << 30) -> Outcome:
-    """``toolchain export MODEL -o OUT --format c`` in a forked child (see the module docstring)."""
-    import json
-
+def start_cli_case(model_path: Path, out_dir: Path, measure_tflm: bool = False, mem_limit: int = 6 << 30):
+    """Fork the child that runs ``toolchain export MODEL -o OUT --format c``; returns its (pid, start time)."""
     err = out_dir.parent / f"{out_dir.name}.stderr"
     t0 = time.monotonic()
     pid = os.fork()
@@ -285,6 +282,10 @@ def run_cli_case(model_path: Path, out_dir: Path, timeout: float = 60.0, measure
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(fd, 2)
+            import sys
+
+            sys.stdout = os.fdopen(1, "w", closefd=False)  # the caller's may be a capture object (pytest)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
             if not measure_tflm:
                 import firmware_export.cgen as cgen
 
@@ -302,23 +303,40 @@ def run_cli_case(model_path: Path, out_dir: Path, timeout: float = 60.0, measure
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    status = "timeout"
-    while time.monotonic() - t0 < timeout:
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = f"signal{os.WTERMSIG(st)}" if os.WIFSIGNALED(st) else f"exit{os.WEXITSTATUS(st)}"
-            break
-        time.sleep(0.002)
-    else:
+    return pid, t0
+
+
+def poll_cli_case(pid: int, t0: float, timeout: float) -> str | None:
+    """The child's status ("exit<N>", "signal<N>", "timeout": then killed), or None while it runs."""
+    done, st = os.waitpid(pid, os.WNOHANG)
+    if done:
+        return f"signal{os.WTERMSIG(st)}" if os.WIFSIGNALED(st) else f"exit{os.WEXITSTATUS(st)}"
+    if time.monotonic() - t0 >= timeout:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        return "timeout"
+    return None
+
+
+def collect_cli_case(out_dir: Path, status: str, t0: float) -> Outcome:
+    import json
+
     seconds = time.monotonic() - t0
+    err = out_dir.parent / f"{out_dir.name}.stderr"
     lines = err.read_text(errors="replace").splitlines() if err.exists() else []
     arena = None
     manifest = out_dir / "manifest.json"
     if manifest.is_file():
         arena = json.loads(manifest.read_text()).get("arena_bytes")
     return Outcome(status, seconds, lines, out_dir.exists(), arena)
+
+
+def run_cli_case(model_path: Path, out_dir: Path, timeout: float = 60.0, measure_tflm: bool = False) -> Outcome:
+    """``toolchain export MODEL -o OUT --format c`` in a forked child (see the module docstring)."""
+    pid, t0 = start_cli_case(model_path, out_dir, measure_tflm)
+    while (status := poll_cli_case(pid, t0, timeout)) is None:
+        time.sleep(0.002)
+    return collect_cli_case(out_dir, status, t0)
 
 
 def check_outcome(o: Outcome) -> list[str]:
