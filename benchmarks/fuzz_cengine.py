@@ -76,6 +76,7 @@ def main() -> None:
         if problems:
             crashes.append({"seed": seed, "model": name, "kind": kind, "status": o.status,
                             "problems": problems, "seconds": round(o.seconds, 2)})
+            print(f"crash: seed {seed} ({name}, {kind}): {o.status} {problems}", flush=True)
 
     while pending or running:  # one thread: children are forked from a process without other threads
         while pending and len(running) < args.jobs:

@@ -113,7 +113,7 @@ def tensor_quant_counts(ctx, t):
     if t.scale is None:
         return True, ""
     ns = int(np.asarray(t.scale).size)
-    nz = ns if t.zero_point is None else int(np.asarray(t.zero_point).size)
+    nz = 0 if t.zero_point is None else int(np.asarray(t.zero_point).size)
     qd = int(t.quantized_dimension)
     dim = int(t.shape[qd]) if 0 <= qd < len(t.shape) else None
     ok = ns == nz and (ns == 1 or ns == dim)
@@ -244,6 +244,17 @@ def op_fc_geometry(ctx, op):
     return True, ""
 
 
+def op_weights_quantized(ctx, op):
+    """convolution and fully-connected weights must carry quantisation scales (one, or one per output channel)"""
+    tw = ctx.t(op.inputs[1])
+    if op.opcode == "FULLY_CONNECTED":
+        oc = tw.shape[0] if tw.shape else None
+    else:
+        oc = tw.shape[3] if op.opcode == "DEPTHWISE_CONV_2D" and len(tw.shape) == 4 else (tw.shape[:1] or (None,))[0]
+    n = 0 if tw.scale is None else int(np.asarray(tw.scale).size)
+    return n == 1 or (n > 1 and n == oc), f"operator {op.index} ({op.opcode}): weights tensor {tw.index} has {n} scales"
+
+
 def op_pool_geometry(ctx, op):
     """pooling needs 4-D input and output with positive dimensions and equal channels, positive filter and strides,
     SAME/VALID padding and an output size that follows from them"""
@@ -322,7 +333,8 @@ def op_concat_geometry(ctx, op):
 
 
 OP_RULES = {
-    "CONV_2D": (op_conv_geometry,), "DEPTHWISE_CONV_2D": (op_conv_geometry,), "FULLY_CONNECTED": (op_fc_geometry,),
+    "CONV_2D": (op_conv_geometry, op_weights_quantized), "DEPTHWISE_CONV_2D": (op_conv_geometry, op_weights_quantized),
+    "FULLY_CONNECTED": (op_fc_geometry, op_weights_quantized),
     "AVERAGE_POOL_2D": (op_pool_geometry,), "MAX_POOL_2D": (op_pool_geometry,), "ADD": (op_add_operands,),
     "MEAN": (op_mean_axes,), "SOFTMAX": (op_softmax,), "PAD": (op_pad_geometry,),
     "CONCATENATION": (op_concat_geometry,), "RESHAPE": (op_same_elements,), "QUANTIZE": (op_same_elements,),

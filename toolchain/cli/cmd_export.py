@@ -86,7 +86,8 @@ def export_cmd(
 
         load_export_model(model)  # missing / directory / corrupt / Keras input: the same one-line errors as tflm
 
-        result = generate_c_engine(model, output, name=name, force=force, max_bytes=max_bytes)
+        result = generate_c_engine(model, output, name=name, force=force,
+                                   **({"max_bytes": max_bytes} if max_bytes is not None else {}))
         if as_json:
             console.print(json.dumps(result, indent=2, default=str), markup=False)
         else:
