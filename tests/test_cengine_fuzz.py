@@ -266,3 +266,16 @@ def test_fuzzed_models_exit_0_or_2_with_one_line_and_never_hang(models, tmp_path
             failures.append((seed, name, kind, problems))
     assert not failures, failures[:5]
     assert outcomes["exit2"] > FUZZ_CASES // 2 and outcomes["exit0"] > 0, outcomes
+
+
+def test_reshape_with_an_absent_shape_operand_is_refused(models, tmp_path):
+    """LiteRT's RESHAPE dereferences a listed shape operand: -1 there segfaulted the golden-vector run (fuzz seed
+    1097 of benchmarks/fuzz_cengine.py); the validation refuses it, so the CLI exits 2."""
+    rs_model = _parsed(models, "tflm__micro_speech_quantized")
+    rs = _first_op(rs_model, "RESHAPE")
+    rs_model.operators[rs.index] = dataclasses.replace(rs, inputs=(rs.inputs[0], -1))
+    assert any("operator must have the number of operands" in p for p in _problems(rs_model))
+    _, kind, data = fz.make_case(models, 1097)
+    (tmp_path / "fuzz.tflite").write_bytes(data)
+    o = fz.run_cli_case(tmp_path / "fuzz.tflite", tmp_path / "out", timeout=60)
+    assert o.status == "exit2" and fz.check_outcome(o) == [] and "the model is malformed" in o.stderr[0], o

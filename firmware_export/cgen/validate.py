@@ -176,7 +176,8 @@ OPERATOR_RULES = (op_inputs_available, op_outputs_single_assignment)
 
 
 # -- rules of the operators the engine lowers ----------------------------------------------------------------
-# ARITY: (min inputs, max inputs, outputs); REQUIRED: leading inputs that may not be absent (-1), default 1
+# ARITY: (min inputs, max inputs, outputs); REQUIRED: leading inputs that may not be absent (-1), default 1; a
+# RESHAPE's shape operand, when listed, must be present (LiteRT's kernel dereferences it: fuzz seeds 1097, 1705)
 
 ARITY = {
     "CONV_2D": (2, 3, 1), "DEPTHWISE_CONV_2D": (2, 3, 1), "FULLY_CONNECTED": (2, 3, 1),
@@ -190,7 +191,7 @@ REQUIRED = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 
 def op_arity(ctx, op):
     """operator must have the number of operands its kind takes (required operands present)"""
     lo, hi, nout = ARITY[op.opcode]
-    req = REQUIRED.get(op.opcode, len(op.inputs) if op.opcode == "CONCATENATION" else 1)
+    req = REQUIRED.get(op.opcode, len(op.inputs) if op.opcode in ("CONCATENATION", "RESHAPE") else 1)
     ok = lo <= len(op.inputs) <= hi and len(op.outputs) == nout and all(t >= 0 for t in op.inputs[:req])
     return ok, f"operator {op.index} ({op.opcode}): inputs {list(op.inputs)}, outputs {list(op.outputs)}"
 
