@@ -114,7 +114,7 @@ def _op_counts(m: TFLiteModel, op: Operator) -> tuple[int, int, int, int]:
         elif op.opcode == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, out_c)
             macs = out_elems * _size(w.shape[1:3])
         else:  # FULLY_CONNECTED weights (out, in)
-            macs = out_elems * int(w.shape[-1])
+            macs = out_elems * (int(w.shape[-1]) if w.shape else 1)
         return params, macs, 0, 0
     if op.opcode == "TRANSPOSE_CONV":  # inputs: output_shape, weights (out_c, kh, kw, in_c), input, [bias]
         w, x, b = _opt_tensor(m, op, 1), _opt_tensor(m, op, 2), _opt_tensor(m, op, 3)

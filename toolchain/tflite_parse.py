@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect as _inspect
+import math
 import re
 import struct
 from functools import lru_cache
@@ -190,6 +191,9 @@ def _tensor(t, index: int, buffers: list[bytes | None], n: int, source: str) -> 
     dtype, np_dtype = _TENSOR_TYPES[ttype]
     _check_len(t.ShapeLength(), 4, n, f"tensor {index} shape", source)
     shape = tuple(int(t.Shape(j)) for j in range(t.ShapeLength()))
+    if any(d < 0 for d in shape):
+        raise _Bad("not a valid TFLite flatbuffer (negative tensor dimension)",
+                   received=f"{source}: tensor {index} shape {list(shape)}")
     sig = None
     if t.ShapeSignatureLength():
         _check_len(t.ShapeSignatureLength(), 4, n, f"tensor {index} shape signature", source)
@@ -223,11 +227,15 @@ def _tensor(t, index: int, buffers: list[bytes | None], n: int, source: str) -> 
 
 def _decode_data(raw: bytes, shape: tuple[int, ...], dtype: str, np_dtype: str | None, *, sparse: bool,
                  where: str) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: a corrupt shape must not wrap around in int64
     if np_dtype is None:
         return np.frombuffer(raw, dtype=np.uint8).copy()
     if dtype == "int4":
         packed = np.frombuffer(raw, dtype=np.uint8)
+        if not sparse and packed.size != (count + 1) // 2:
+            raise _Bad("not a valid TFLite flatbuffer (tensor buffer size does not match its shape)",
+                       received=f"{where}: shape {list(shape)} needs {(count + 1) // 2} bytes of packed int4, "
+                                f"buffer holds {packed.size}")
         nib = np.empty(packed.size * 2, dtype=np.int8)
         nib[0::2] = (packed & 0x0F).astype(np.int8)
         nib[1::2] = (packed >> 4).astype(np.int8)

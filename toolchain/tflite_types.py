@@ -5,6 +5,7 @@ Public import path: :mod:`toolchain.tflite_model` (these are re-exported there).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ class Tensor:
 
     @property
     def num_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(max(int(d), 0) for d in self.shape)  # Python ints: no int64 wrap-around, never negative
 
     @property
     def itemsize(self) -> float:
@@ -48,7 +49,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return int(np.ceil(self.num_elements * self.itemsize))
+        return math.ceil(self.num_elements * self.itemsize) if self.itemsize != 0.5 else (self.num_elements + 1) // 2
 
     @property
     def is_quantized(self) -> bool:

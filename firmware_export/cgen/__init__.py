@@ -25,17 +25,21 @@ from typing import Any
 from toolchain.errors import ToolchainError
 
 DEFAULT_GOLDEN_VECTORS = 10
+GOLDEN_MAX_BYTES = 4 << 20  # golden inputs in total (fewer vectors for a large input)
 
 
-def load_engine(model_path: str | os.PathLike, name: str | None = None):
-    """Parse the model and build the engine in memory (raises ExportError for unsupported or float models,
-    ModelError for a Keras model or a sidecar that is not this model's)."""
+def load_engine(model_path: str | os.PathLike, name: str | None = None, max_bytes: int | None = None):
+    """Parse the model, validate it and build the engine in memory (raises ExportError for malformed, unsupported
+    or float models, ModelError for a Keras model or a sidecar that is not this model's). ``max_bytes``: per-tensor
+    byte limit of the validation (default: ``validate.CONST_MAX_BYTES`` / ``ACT_MAX_BYTES``)."""
     from firmware_export.cgen.generator import build_engine
+    from firmware_export.cgen.validate import check_model
     from firmware_export.model_input import load_export_model
     from firmware_export.naming import c_identifier
     from toolchain.metadata import load_tflite_metadata
 
     model = load_export_model(model_path)
+    check_model(model, max_bytes, source=str(model_path))
     ident = c_identifier(name if name else Path(model_path).stem)
     return build_engine(model, ident, load_tflite_metadata(model_path))
 
@@ -77,8 +81,10 @@ def tflm_arena(model_path: str | os.PathLike) -> dict[str, Any] | None:
 
 def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
                       force: bool = False, golden_vectors: int = DEFAULT_GOLDEN_VECTORS,
-                      measure_tflm: bool = True) -> dict[str, Any]:
-    """Generate the C engine for ``model_path`` into ``out_dir``; returns the manifest (also ``manifest.json``)."""
+                      measure_tflm: bool = True, max_bytes: int | None = None) -> dict[str, Any]:
+    """Generate the C engine for ``model_path`` into ``out_dir``; returns the manifest (also ``manifest.json``).
+
+    ``max_bytes``: per-tensor byte limit of the model validation (``load_engine``)."""
     from firmware_export.cgen import build
     from firmware_export.cgen.planner import check_plan
     from firmware_export.naming import export_name
@@ -90,17 +96,22 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     if not path.is_file():
         raise ModelError("model file not found", received=str(model_path))
     check_output_dir(out_dir, force)
-    engine = load_engine(path, export_name(name or None, path.stem))
+    engine = load_engine(path, export_name(name or None, path.stem), max_bytes=max_bytes)
     problems = check_plan(engine.plan)
     if problems:
         raise ExportError("internal memory plan is inconsistent", received="; ".join(problems[:3]))
     inputs = outputs = None
     golden_note = None
+    in_bytes = max(engine.core_input["elements"], 1) * (4 if engine.float_io else 1)
+    if golden_vectors > 0 and golden_vectors * in_bytes > GOLDEN_MAX_BYTES:
+        golden_vectors = GOLDEN_MAX_BYTES // in_bytes
+        if golden_vectors == 0:
+            golden_note = f"no golden vectors: the input ({in_bytes:,} bytes) is above {GOLDEN_MAX_BYTES:,} bytes"
     if golden_vectors > 0:
         inputs = build.random_inputs(engine, golden_vectors, seed=0)
         try:
             outputs = build.reference_outputs(path, inputs)
-        except ToolchainError as exc:
+        except (ToolchainError, RuntimeError, ValueError) as exc:  # LiteRT refusing the model: no golden vectors
             inputs = outputs = None
             golden_note = f"no golden vectors: {exc}"
     tflm = tflm_arena(path) if measure_tflm else None

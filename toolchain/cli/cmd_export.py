@@ -34,6 +34,9 @@ def export_cmd(
                                             help="TFLM source tree (default: $TOOLCHAIN_TFLM_DIR)."),
     kernels: str = typer.Option("cmsis-nn", "--kernels",
                                 help="TFLM kernels for the on-target measurement: cmsis-nn | reference."),
+    max_bytes: Optional[int] = typer.Option(None, "--max-bytes", min=1,
+                                            help="--format c: per-tensor byte limit of the model validation "
+                                                 "(default 64 MiB for constant, 16 MiB for activation tensors)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
@@ -66,6 +69,8 @@ def export_cmd(
     """
     if fmt not in FORMATS:
         raise UsageError("--format must be tflm or c", received=f"--format={fmt}")
+    if fmt != "c" and max_bytes is not None:
+        raise UsageError("--max-bytes applies to --format c only", received=f"--format={fmt} --max-bytes={max_bytes}")
     if fmt == "c":
         tflm_only = [opt for opt, given in (("--section", section is not None), ("--target", target is not None),
                                             ("--arena-margin", arena_margin != 10.0),
@@ -81,7 +86,8 @@ def export_cmd(
 
         load_export_model(model)  # missing / directory / corrupt / Keras input: the same one-line errors as tflm
 
-        result = generate_c_engine(model, output, name=name, force=force)
+        result = generate_c_engine(model, output, name=name, force=force,
+                                   **({"max_bytes": max_bytes} if max_bytes is not None else {}))
         if as_json:
             console.print(json.dumps(result, indent=2, default=str), markup=False)
         else:
