@@ -246,8 +246,11 @@ def op_fc_geometry(ctx, op):
 
 
 def op_weights_quantized(ctx, op):
-    """convolution and fully-connected weights must carry quantisation scales (one, or one per output channel)"""
+    """integer convolution and fully-connected weights must carry quantisation scales (one, or one per output
+    channel)"""
     tw = ctx.t(op.inputs[1])
+    if tw.dtype not in ("int8", "int4", "int16", "uint8"):
+        return True, ""  # float weights: the generator's own support check refuses them with its hint
     if op.opcode == "FULLY_CONNECTED":
         oc = tw.shape[0] if tw.shape else None
     else:
