@@ -143,6 +143,10 @@ def test_int16_activations_16x8(trained_seed001, tmp_path, capsys):
     code, text, err = run_cli(["export", out, "-o", tmp_path / "fw", "--host-only"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "fw" / "manifest.json").read_text())["arena"]["proven"] is True
+    # the C engine says which operators it cannot run and what to do
+    code, _, err = run_cli(["export", out, "--format", "c", "-o", tmp_path / "ce"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "int16 activations (16x8)" in err and "--format tflm" in err and "Layers with int16 outputs: 0 CONV_2D" in err
     # the combinations no kernel runs are refused before any work
     for extra in (["--activations", "int16", "--weights", "int4"], ["--activations", "int16", "--io", "uint8"],
                   ["--io", "int16"]):

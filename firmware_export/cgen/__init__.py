@@ -28,6 +28,17 @@ DEFAULT_GOLDEN_VECTORS = 10
 GOLDEN_MAX_BYTES = 4 << 20  # golden inputs in total (fewer vectors for a large input)
 
 
+def int8_activations(model) -> tuple[bool, str]:
+    """The C engine runs int8 activations (int8 or int4 weights); this model has int16 activations (16x8), which
+    only TFLM's kernels run here: export it with --format tflm, or quantise with --activations int8."""
+    compute = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+    ops = [f"{op.index} {op.opcode}" for op in model.operators
+           if op.opcode in compute and any(model.tensor(i).dtype == "int16" for i in op.outputs)]
+    return not ops, (int8_activations.__doc__ or "").replace("\n    ", " ").strip() + (
+        f" Layers with int16 outputs: {', '.join(ops[:6])}" + (f" and {len(ops) - 6} more" if len(ops) > 6 else "")
+        if ops else "")
+
+
 def load_engine(model_path: str | os.PathLike, name: str | None = None, max_bytes: int | None = None):
     """Parse the model, validate it and build the engine in memory (raises ExportError for malformed, unsupported
     or float models, ModelError for a Keras model or a sidecar that is not this model's). ``max_bytes``: per-tensor
@@ -40,6 +51,11 @@ def load_engine(model_path: str | os.PathLike, name: str | None = None, max_byte
 
     model = load_export_model(model_path)
     check_model(model, max_bytes, source=str(model_path))
+    ok, reason = int8_activations(model)
+    if not ok:
+        from toolchain.errors import ExportError
+
+        raise ExportError(reason, received=str(model_path))
     ident = c_identifier(name if name else Path(model_path).stem)
     return build_engine(model, ident, load_tflite_metadata(model_path))
 
