@@ -8,7 +8,7 @@ rewritten with int4 weights in every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECT
 the code behind ``quantise --weights int4``). Per model and weight type: .tflite bytes, C-engine flash (model
 constants + engine code in the linked firmware, test harness excluded), arena (offline plan), instructions per
 inference (QEMU ``mps2-an386 -icount shift=0``, SysTick ticks x 40) and whether the outputs of ``--runs`` random
-int8 inputs equal LiteRT's reference kernels (no delegates) byte for byte. Writes ``int4.json`` and ``int4.md``.
+int8 inputs equal the reference kernels (TFLM's, on the int8 twin: ``firmware_export.cgen.golden``) byte for byte. Writes ``int4.json`` and ``int4.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ ZOO = ["seed000_face", "seed001_basic_cnn", "seed002_keras_cnn", "seed003_fashio
 def measure(path: Path, runs: int) -> dict:
     import numpy as np
 
-    from firmware_export.cgen import build, load_engine
+    from firmware_export.cgen import build, golden, load_engine
     from firmware_export.m4.target import run_on_target
     from toolchain.errors import ToolchainError
 
@@ -41,7 +41,7 @@ def measure(path: Path, runs: int) -> dict:
         engine = load_engine(path)
         xs = build.random_inputs(engine, runs, seed=0)
         run = run_on_target(path, "c", xs)
-        ref = build.reference_outputs(path, xs)
+        ref = golden.reference_outputs(path, xs).outputs
     except ToolchainError as exc:
         return {**row, "error": str(exc)}
     row.update(flash_bytes=run.flash["model"] + run.flash["runtime"], flash=run.flash, arena_bytes=run.arena_bytes,
@@ -64,7 +64,7 @@ def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
         "int4 (`toolchain.quant_int4.to_int4`). Flash: model constants + engine code in the linked firmware "
         "(`arm-none-eabi-size`, harness excluded). Arena: the engine's offline plan (int4 unpacks in registers, no "
         "buffer). Instructions per inference counted by QEMU (`-icount shift=0`), not cycles. Bit-exact: the outputs "
-        f"of {meta['runs']} random int8 inputs equal LiteRT's reference kernels byte for byte.",
+        f"of {meta['runs']} random int8 inputs equal the reference kernels (TFLM's) byte for byte.",
         "",
         "| model | weights | .tflite B | flash B | flash int4/int8 | arena B | instructions | instr int4/int8 | "
         "bit-exact |",

@@ -49,7 +49,7 @@ def _figures(path: Path, side: dict, board) -> dict:
 
 def _on_target(path: Path) -> dict | None:
     """The C engine on the emulated Cortex-M4F (3 random inputs): flash = model + engine code, instructions, and
-    whether its outputs equal LiteRT's reference kernels."""
+    whether its outputs equal the reference kernels (TFLM's)."""
     from firmware_export.m4.tools import tools_available
 
     if not tools_available():
@@ -99,7 +99,7 @@ def to_markdown(res: dict) -> str:
          "FULLY_CONNECTED, shown as –). Fit: file + TFLM runtime estimate <= flash and the smaller arena + I/O <= "
          f"RAM of {m['target']}.", "",
          "C engine on target: flash (model + engine code) and instructions per inference on QEMU mps2-an386 "
-         "(3 random inputs; = says its outputs equal LiteRT's reference kernels).", "",
+         "(3 random inputs; = says its outputs equal the reference kernels, TFLM's).", "",
          "| model | scheme | .tflite B | vs int8 | test acc % | C arena B | TFLM arena B | C flash B | C instructions "
          "| fits | int4 layers |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]

@@ -207,7 +207,7 @@ def test_bench_qemu_m4_figures_against_independent_facts(tmp_path, monkeypatch):
     written = np.frombuffer((build_dir / "ce_outputs.bin").read_bytes(), dtype=np.int8).reshape(runs, -1)
     assert np.array_equal(written, litert_reference(model, gin.astype(np.int8)))
     assert r["outputs_match"] is True and r["mismatches"] == 0 and r["identical_pct"] == 100.0
-    assert "LiteRT reference kernels" in r["reference"]
+    assert "TFLM's reference kernels" in r["reference"]
 
     # MACs: 1x16 + 16x16 + 16x1 = 288 from the flatbuffer's weight shapes
     counts = flatbuffer_counts(model)

@@ -1,4 +1,4 @@
-"""Generated C engine on the host: bit-exact against LiteRT's reference interpreter, memory planner, errors."""
+"""Generated C engine on the host: bit-exact against the reference kernels (TFLM), memory planner, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_export.cgen import build, generate_c_engine, load_engine, write_engine
+from firmware_export.cgen import build, golden, generate_c_engine, load_engine, write_engine
 from firmware_export.cgen.planner import Buffer, check_plan, plan
 from firmware_export.cgen.quant import multiply_by_quantized_multiplier, quantize_multiplier
 from toolchain.errors import ExportError
@@ -42,11 +42,11 @@ def assert_bit_exact_on_host(model_path: Path, work: Path, n: int = N_INPUTS, se
     write_engine(engine, work)
     exe = build.build_host(work, engine.name, file_io=True)
     inputs = build.random_inputs(engine, n, seed=seed)
-    expected = build.reference_outputs(model_path, inputs)
+    expected = golden.reference_outputs(model_path, inputs).outputs
     got, res = build.run_host_file(exe, engine, inputs)
     assert res["runs"] == n
     bad = [i for i, (g, e) in enumerate(zip(got, expected)) if not np.array_equal(g, e.reshape(g.shape))]
-    assert not bad, f"{model_path.name}: {len(bad)}/{n} outputs differ from LiteRT, first at input {bad[0]}"
+    assert not bad, f"{model_path.name}: {len(bad)}/{n} outputs differ from the reference kernels, first at input {bad[0]}"
 
 
 # ---- fixed-point helpers against TFLite's definitions ------------------------------------------------------
@@ -71,8 +71,8 @@ def test_multiply_by_quantized_multiplier_rounds_like_gemmlowp():
     assert multiply_by_quantized_multiplier(x, q, shift).tolist() == [-2, -1, -1, -1, 1, 1, 2, 2]
 
 
-# The kernels' output stage folds LiteRT's two roundings (doubling high multiply, then rounding right shift) into
-# one 64-bit multiply-accumulate; this checks it against the two-step definition on random values.
+# The kernels' output stage folds TFLite's two roundings (doubling high multiply, then RoundingDivideByPOT, half away
+# from zero) into one 64-bit multiply-accumulate; this checks it against the two-step definition on random values.
 REQUANT_CHECK_C = r"""
 #include "ce_kernels.c"
 #include <stdio.h>
@@ -86,14 +86,19 @@ static uint32_t rnd32(void)
     return (uint32_t)(state >> 16);
 }
 
-/* two-step definition: hm = (x * m + 2^30) >> 31, then (hm + 2^(r-1)) >> r, in 64-bit arithmetic */
+/* gemmlowp's definition in 64-bit arithmetic: hm = 2 * xs * m / 2^32 rounded half away from zero (truncating
+ * division after a sign-dependent nudge), then hm / 2^r rounded half away from zero (remainder against a
+ * sign-dependent threshold) */
 static int32_t two_step(int32_t x, int32_t m, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = left - shift;
-    const int64_t xs = (int64_t)(int32_t)((uint32_t)x << left);
-    const int64_t hm = (xs * m + ((int64_t)1 << 30)) >> 31;
-    return (int32_t)((hm + (((int64_t)1 << right) >> 1)) >> right);
+    const int64_t ab = (int64_t)(int32_t)((uint32_t)x << left) * m;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : 1 - ((int64_t)1 << 30);
+    const int64_t hm = (ab + nudge) / ((int64_t)1 << 31);
+    const int64_t mask = ((int64_t)1 << right) - 1;
+    const int64_t rem = hm & mask, threshold = (mask >> 1) + (hm < 0 ? 1 : 0);
+    return (int32_t)((hm >> right) + (rem > threshold ? 1 : 0));
 }
 
 int main(void)
@@ -102,8 +107,9 @@ int main(void)
     for (i = 0; i < 3000000; ++i) {
         const int32_t shift = (int32_t)(rnd32() % 40u) - 31;                /* -31 .. 8 */
         const int32_t m = (int32_t)(0x40000000u + (rnd32() & 0x3FFFFFFFu)); /* [2^30, 2^31) */
-        const int32_t bits = shift > 0 ? 30 - shift : 30;                   /* |x| < 2^bits, no overflow */
-        const int32_t x = (int32_t)(rnd32() >> (32 - bits - 1)) - ((int32_t)1 << bits);
+        const int32_t bits = shift > 0 ? 30 - shift : 31;                   /* no overflow of x << shift */
+        const int32_t x = i % 5 ? (int32_t)(rnd32() >> (32 - bits)) - (int32_t)(((uint32_t)1 << bits) >> 1)
+                                : (int32_t)rnd32() >> (shift > 0 ? shift + 1 : 1);
         const int32_t off = (int32_t)(rnd32() % 256u) - 128;
         const int32_t lo = i % 3 ? -128 : (int32_t)(rnd32() % 128u) - 128;
         const int32_t hi = i % 3 ? 127 : lo + (int32_t)(rnd32() % (uint32_t)(128 - lo));
@@ -112,8 +118,8 @@ int main(void)
         int8_t d0, d1;
         e0 = e0 < lo ? lo : (e0 > hi ? hi : e0);
         e1 = e1 < lo ? lo : (e1 > hi ? hi : e1);
-        bad += ce_mbqm_up(x, m, shift) != two_step(x, m, shift);
-        bad += ce_mbqm_up(x1, m, shift) != two_step(x1, m, shift);
+        bad += ce_mbqm_fold(x, m, shift) != two_step(x, m, shift);
+        bad += ce_mbqm_fold(x1, m, shift) != two_step(x1, m, shift);
         bad += ce_requant(x, m, shift, off, lo, hi) != (int8_t)e0;
         ce_requant_pair(x, x1, m, shift, off, lo, hi, &d0, &d1);
         bad += d0 != (int8_t)e0 || d1 != (int8_t)e1;
@@ -249,6 +255,31 @@ def test_operator_coverage_bit_exact(kind, ops_models, tmp_path):
         assert {"QUANTIZE", "DEQUANTIZE"} <= ops
         assert "int " + load_engine(ops_models[kind]).name + "_invoke_float" in load_engine(ops_models[kind]).header
     assert_bit_exact_on_host(ops_models[kind], tmp_path / kind)
+
+
+# Depthwise shapes on which LiteRT's optimised kernels round the output stage's ties differently (towards +inf on
+# some, away from zero on others); the engine follows the reference kernels on all of them: generic kernel with
+# odd / multiplier-2 / strided channels, and the 3x3 stride-1 row-ring kernel (channels % 4 == 0).
+DEPTHWISE_CASES = {  # name: (input shape, kernel, depth multiplier, stride, padding)
+    "5ch_3x3_same": ((10, 10, 5), 3, 1, 1, "same"), "6ch_5x5": ((10, 10, 6), 5, 1, 1, "same"),
+    "3ch_dm2": ((9, 9, 3), 3, 2, 1, "same"), "4ch_dm2": ((9, 9, 4), 3, 2, 1, "same"),
+    "10ch_valid_s2": ((11, 11, 10), 3, 1, 2, "valid"), "8ch_valid": ((8, 8, 8), 3, 1, 1, "valid"),
+    "16ch_3x3_s1": ((8, 8, 16), 3, 1, 1, "same"), "4ch_3x3_s1": ((8, 8, 4), 3, 1, 1, "same"),
+    "12ch_3x3_s1_valid": ((8, 8, 12), 3, 1, 1, "valid"),
+}
+
+
+@needs_cc
+@pytest.mark.parametrize("case", sorted(DEPTHWISE_CASES))
+def test_depthwise_rounding_follows_the_reference_kernels(case, tmp_path):
+    keras = pytest.importorskip("keras")
+    shape, k, dm, stride, padding = DEPTHWISE_CASES[case]
+    keras.utils.set_random_seed(3)
+    i = keras.Input(shape)
+    x = keras.layers.DepthwiseConv2D(k, strides=stride, padding=padding, depth_multiplier=dm,
+                                     bias_initializer="random_normal")(i)
+    model = keras.Model(i, x)  # no activation: a ReLU would clamp the negative ties away
+    assert_bit_exact_on_host(_convert(model, shape, tmp_path / f"{case}.tflite"), tmp_path / case, n=40)
 
 
 def test_mean_keepdims_is_refused(ops_models):

@@ -1,8 +1,8 @@
 """Every zoo classifier, quantised to int8, runs bit-exact on the emulated Cortex-M4 (QEMU MPS2 AN386).
 
 The host side of the same check is in test_cengine.py; this file adds the on-target half of the acceptance:
-100 random inputs per model, outputs compared byte for byte with LiteRT's BUILTIN_WITHOUT_DEFAULT_DELEGATES
-kernels (``run_c_bench`` computes the reference independently through ai_edge_litert)."""
+100 random inputs per model, outputs compared byte for byte with TFLM's reference kernels (``run_c_bench`` computes
+the reference on the host through ``firmware_export.cgen.golden``)."""
 
 from __future__ import annotations
 

@@ -104,9 +104,10 @@ def test_first_diverging_layer_is_named_for_an_injected_fault(engine, tmp_path):
     assert same["status"] == "identical" and same["layers_compared"] >= len(convs)
 
 
-def test_verify_on_qemu_resnet8_tflm_names_the_diverging_layer(tmp_path, capsys):
-    """ResNet-8 on TFLM's reference kernels differs from LiteRT's by 1 LSB on some outputs (measured with this
-    tree); the report names the first layer where it does."""
+def test_verify_on_qemu_resnet8_tflm_equals_the_reference_kernels(tmp_path, capsys):
+    """ResNet-8 on TFLM (reference kernels, built from the tree, on the emulated core) gives exactly the host
+    reference's outputs (TFLM's Python runtime): no divergence to locate. (LiteRT's default kernels differ from
+    both by up to 25 LSB on these inputs: their CONV_2D rounds ties of the output stage towards +inf.)"""
     if not (TFLM_DIR / "tensorflow").is_dir():
         pytest.skip("no TFLM tree")
     model = REF_DIR / "mlperftiny__pretrainedResnet_quant.tflite"
@@ -120,14 +121,8 @@ def test_verify_on_qemu_resnet8_tflm_names_the_diverging_layer(tmp_path, capsys)
     t = json.loads((tmp_path / "v" / "report.json").read_text())["target"]
     assert t["engine"] == "tflm" and t["arena_bytes"] <= 55_984  # the 64-bit host measure
     cmp = t["comparison"]
-    # measured on these inputs: 30 % of the outputs identical, up to 25 LSB apart (the 1-LSB differences of one
-    # convolution grow through the residual stages and the softmax)
-    assert cmp["identical_pct"] < 100 and cmp["max_lsb_diff"] > 0
-    d = t["divergence"]
-    # measured with this tree: op 2, the second CONV_2D, differs by 1 LSB on 23 of its 16,384 values
-    assert d["status"] == "diverged" and (d["op_index"], d["op"]) == (2, "CONV_2D") and d["max_abs_diff"] == 1
-    assert d["sample"] == cmp["first_mismatch"]
-    assert f"first diverging layer (sample {d['sample']}): op {d['op_index']} {d['op']}" in out
+    assert cmp["identical_pct"] == 100 and cmp["max_lsb_diff"] == 0 and cmp["samples"] == 10
+    assert t.get("divergence") is None and "first diverging layer" not in out
 
 
 def test_footprint_gates_on_the_target(trained_seed001, tmp_path, capsys):

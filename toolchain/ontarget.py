@@ -1,8 +1,8 @@
 """On the emulated Cortex-M4F: host references, output comparison and the on-target benchmark.
 
 The firmware side (build, run, measure) is :func:`firmware_export.m4.target.run_on_target`; this application-layer
-module adds what needs the host interpreters: the bit-exact host reference (LiteRT's reference kernels,
-``BUILTIN_WITHOUT_DEFAULT_DELEGATES``, where LiteRT loads the model, else TFLM's Python runtime), the comparison
+module adds what needs the host interpreters: the bit-exact host reference (the reference kernels TFLM runs:
+TFLM's Python runtime, else LiteRT's BUILTIN_REF; ``firmware_export.cgen.golden``), the comparison
 (identical outputs %, max LSB difference), and the board-clock figure: instructions / clock, a lower bound on
 latency (QEMU counts instructions, not cycles; a real core needs >= 1 cycle per instruction, more for loads,
 branches and multi-cycle multiplies).
@@ -19,18 +19,17 @@ import numpy as np
 from toolchain.errors import ToolchainError
 
 
-def host_reference(model_path: str | os.PathLike, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
-    """Outputs of the bit-exact host reference for each input, and which reference it was."""
-    from toolchain.runtime import open_runtime
+REFERENCE_NAMES = {"tflm": "TFLM's reference kernels (tflite-micro Python runtime)",
+                   "litert-ref": "LiteRT's reference kernels (BUILTIN_REF; TFLM cannot run the model)"}
 
-    try:
-        runner = open_runtime(model_path, runtime="litert", reference_kernels=True)
-        name = "LiteRT reference kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES)"
-    except ToolchainError:
-        runner = open_runtime(model_path, runtime="tflm")  # e.g. quantized_dimension LiteRT refuses
-        name = f"TFLM Python runtime (tflite-micro {runner.version}; LiteRT refuses the model)"
-    shape = tuple(runner.input_shape)
-    return [np.asarray(runner.run(np.asarray(x).reshape(shape))) for x in inputs], name
+
+def host_reference(model_path: str | os.PathLike, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """Outputs of the bit-exact host reference for each input, and which reference it was
+    (``firmware_export.cgen.golden``: the reference kernels TFLM runs on the device)."""
+    from firmware_export.cgen.golden import reference_outputs
+
+    golden = reference_outputs(model_path, inputs)
+    return golden.outputs, REFERENCE_NAMES[golden.reference]
 
 
 def compare_outputs(got: list[np.ndarray], want: list[np.ndarray]) -> dict[str, Any]:
@@ -116,7 +115,8 @@ def first_divergence(model_path: str | os.PathLike, engine: str, x: np.ndarray, 
                      progress: Callable[[str], None] | None = None, target_model: str | os.PathLike | None = None
                      ) -> dict[str, Any]:
     """Rerun one input with every layer's output dumped on the target and compare each with the host interpreter's
-    intermediate tensor (LiteRT reference kernels, all tensors preserved); name the first layer that differs.
+    intermediate tensor (LiteRT's BUILTIN_REF reference kernels, all tensors preserved); name the first layer that
+    differs.
 
     ``target_model`` builds the firmware from another file than the host model (a deliberately injected
     divergence in the tests); by default both are ``model_path``.

@@ -151,6 +151,7 @@ class EngineManifest(_Result):
     tflm_arena: dict[str, Any] | None
     arena_vs_tflm: float | None
     golden_vectors: int
+    golden_reference: str | None = None
     golden_note: str | None = None
     files: list[str] = field(default_factory=list)
 

@@ -127,12 +127,12 @@ def peak_rss_bytes() -> int:
 
 def intermediate_tensors(model: str | os.PathLike | bytes, x: np.ndarray) -> dict[int, np.ndarray]:
     """Every tensor of one inference on LiteRT's reference kernels, by tensor index
-    (``experimental_preserve_all_tensors=True``, BUILTIN_WITHOUT_DEFAULT_DELEGATES)."""
+    (``experimental_preserve_all_tensors=True``, ``BUILTIN_REF``: the arithmetic of TFLM's kernels, layer by layer)."""
     Interpreter, OpResolverType = _interpreter_class("litert")
     data, source = _model_bytes(model)
     try:
         it = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError("litert cannot load the model", received=f"{source}: {str(exc).splitlines()[0]}") from exc

@@ -116,7 +116,9 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     problems = check_plan(engine.plan)
     if problems:
         raise ExportError("internal memory plan is inconsistent", received="; ".join(problems[:3]))
-    inputs = outputs = None
+    from firmware_export.cgen.golden import reference_outputs
+
+    inputs = outputs = golden_reference = None
     golden_note = None
     in_bytes = max(engine.core_input["elements"], 1) * (4 if engine.float_io else 1)
     if golden_vectors > 0 and golden_vectors * in_bytes > GOLDEN_MAX_BYTES:
@@ -126,8 +128,10 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     if golden_vectors > 0:
         inputs = build.random_inputs(engine, golden_vectors, seed=0)
         try:
-            outputs = build.reference_outputs(path, inputs)
-        except (ToolchainError, RuntimeError, ValueError) as exc:  # LiteRT refusing the model: no golden vectors
+            golden = reference_outputs(path, inputs)
+            outputs = golden.outputs
+            golden_reference = golden.reference
+        except ToolchainError as exc:  # no reference kernels run the model: no golden vectors
             inputs = outputs = None
             golden_note = f"no golden vectors: {exc}"
     tflm = tflm_arena(path) if measure_tflm else None
@@ -142,7 +146,8 @@ def generate_c_engine(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         arena_bytes=engine.plan.arena_bytes, memory_plan=engine.plan.to_dict(), tflm_arena=tflm,
         arena_vs_tflm=(round(engine.plan.arena_bytes / tflm["recorded_bytes"], 3)
                        if tflm and tflm.get("recorded_bytes") else None),
-        golden_vectors=0 if inputs is None else len(inputs), golden_note=golden_note)
+        golden_vectors=0 if inputs is None else len(inputs), golden_reference=golden_reference,
+        golden_note=golden_note)
     with output_dir(out_dir, force) as tmp:
         manifest.files = write_engine(engine, tmp, inputs, outputs) + ["manifest.json"]
         atomic_write_json(tmp / "manifest.json", manifest.to_json())

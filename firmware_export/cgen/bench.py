@@ -11,7 +11,8 @@
   test firmware) and RAM (arena + other static data + the measured stack high-water mark); the outputs come
   back to the host and are compared here.
 
-Outputs are compared byte for byte with LiteRT's reference interpreter (BUILTIN_WITHOUT_DEFAULT_DELEGATES).
+Outputs are compared byte for byte with the reference kernels (``firmware_export.cgen.golden``: TFLM's Python
+runtime, else LiteRT's BUILTIN_REF).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_export.cgen.golden import reference_outputs
 from toolchain.errors import UsageError
 
 RUNTIMES = ("c-host", "qemu-m4")
@@ -60,7 +62,7 @@ def run_c_bench(model_path: str | os.PathLike, runtime: str = "qemu-m4", runs: i
         raise UsageError("runs must be a positive integer", received=runs)
     engine = load_engine(model_path)
     xs = build.random_inputs(engine, runs, seed=seed) if inputs is None else _normalise_inputs(engine, inputs)
-    refs = build.reference_outputs(model_path, xs)
+    refs = reference_outputs(model_path, xs).outputs
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="ce_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     try:

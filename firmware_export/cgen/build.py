@@ -24,26 +24,6 @@ M4_LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl
 RESULT_RE = re.compile(r"CE_RESULT runs=(\d+) mismatches=(\d+) first=(-?\d+) elapsed=(\d+) unit=(\w+) stack=(\d+)")
 
 
-def reference_outputs(model_path: str | os.PathLike, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """LiteRT reference interpreter (BUILTIN_WITHOUT_DEFAULT_DELEGATES): the bit-exact reference."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeUnavailableError("LiteRT (ai-edge-litert) is needed for golden outputs",
-                                      received=str(exc)) from exc
-    interp = Interpreter(model_path=str(model_path),
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp.allocate_tensors()
-    din = interp.get_input_details()[0]
-    dout = interp.get_output_details()[0]
-    outs = []
-    for x in inputs:
-        interp.set_tensor(din["index"], np.asarray(x, dtype=din["dtype"]).reshape(din["shape"]))
-        interp.invoke()
-        outs.append(np.array(interp.get_tensor(dout["index"])))
-    return outs
-
-
 def random_inputs(engine, n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     shape = engine.input_shape

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from firmware_export.cgen import planner
-from firmware_export.cgen.quant import quantize_multiplier, softmax_exp_table
+from firmware_export.cgen.quant import quantize_multiplier, softmax_params
 from toolchain.errors import ExportError
 
 SUPPORTED_OPS = (
@@ -550,12 +550,16 @@ class _Builder:
         beta = float(op.options.get("beta", 1.0))
         depth = int(tx.shape[-1]) if tx.shape else 1
         outer = tx.num_elements // max(depth, 1)
-        table = softmax_exp_table(sx, beta)
-        tn = self.const_name("exp_table")
-        rows = [", ".join(_c_float(v) for v in table[i:i + 4]) + "," for i in range(0, 256, 4)]
-        self.consts.append(f"static const float {tn}[256] = {{\n    " + "\n    ".join(rows) + "\n};\n")
+        if np.float32(sy) != np.float32(1.0 / 256) or zy != -128:
+            raise ExportError("int8 SOFTMAX needs an output scale of 1/256 and zero point -128 (as TFLite's and "
+                              "TFLM's kernels)", received=f"operator {op.index}: scale {sy:g}, zero point {zy}")
+        try:
+            mult, left_shift, diff_min = softmax_params(sx, beta)
+        except ValueError as exc:
+            raise ExportError(f"int8 SOFTMAX: {exc}", received=f"operator {op.index}") from exc
         pn = self.const_name("params")
-        self.consts.append(f"static const ce_softmax_params {pn} = {{ {outer}, {depth}, {zy}, {_c_float(sy)}, {tn} }};\n")
+        self.consts.append(f"static const ce_softmax_params {pn} = {{ {outer}, {depth}, {mult}, {left_shift}, "
+                           f"{diff_min} }};\n")
         self.add_step(op, f"ce_softmax_s8(&{pn}, {self.ptr(x)}, {self.ptr(y)});", [x], [y])
 
     def pad(self, op) -> None:

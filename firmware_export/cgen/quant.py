@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
-from functools import lru_cache
 
 import numpy as np
 
@@ -48,30 +45,18 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: int, shift: int)
     return rdbpot(srdhm(np.asarray(x, dtype=np.int64) * (1 << left), multiplier), right)
 
 
-@lru_cache(maxsize=1)
-def _libm_expf():
-    name = ctypes.util.find_library("m")
-    if not name:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-        fn = lib.expf
-    except (OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_float
-    fn.argtypes = [ctypes.c_float]
-    return fn
+SOFTMAX_DIFF_INTEGER_BITS = 5  # kScaledDiffIntegerBits of TFLite's int8 SOFTMAX: the exp() input is Q5.26
 
 
-def softmax_exp_table(input_scale: float, beta: float) -> np.ndarray:
-    """LiteRT ``PopulateSoftmaxLookupTable``: ``table[d] = expf((-input_scale * beta) * d)`` in float32.
+def softmax_params(input_scale: float, beta: float) -> tuple[int, int, int]:
+    """TFLite ``PreprocessSoftmaxScaling`` + ``CalculateInputRadius`` for int8 SOFTMAX (as TFLM's
+    ``CalculateSoftmaxParams``): ``(input_multiplier, input_left_shift, diff_min)``.
 
-    ``expf`` is the C library's (as in LiteRT on the same host); without a loadable libm the float64
-    exponential rounded to float32 is used.
-    """
-    scale = np.float32(-np.float32(input_scale) * np.float32(beta))
-    args = (scale * np.arange(256, dtype=np.float32)).astype(np.float32)
-    expf = _libm_expf()
-    if expf is not None:
-        return np.array([expf(float(a)) for a in args], dtype=np.float32)
-    return np.exp(args.astype(np.float64)).astype(np.float32)
+    Raises ValueError when the scaled input multiplier is below one (TFLite's kernel refuses the model too)."""
+    bits = SOFTMAX_DIFF_INTEGER_BITS
+    real = min(float(beta) * float(input_scale) * float(1 << (31 - bits)), float((1 << 31) - 1))
+    mult, left_shift = quantize_multiplier(real)
+    if real <= 0 or left_shift < 0:
+        raise ValueError(f"input scale x beta = {float(beta) * float(input_scale):g} is too small for int8 SOFTMAX")
+    radius = math.floor(((1 << bits) - 1) * float(1 << (31 - bits)) / float(1 << left_shift))
+    return mult, left_shift, -int(radius)

@@ -107,27 +107,9 @@ static inline int32_t ce_rdbpot(int32_t x, int32_t exponent)
 
 static inline int32_t ce_mbqm(int32_t x, int32_t multiplier, int32_t shift)
 {
-#if !defined(CE_SINGLE_ROUNDING)
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
     return ce_rdbpot(ce_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
-#else
-    const int32_t total_shift = 31 - shift;
-    const int64_t round = (int64_t)1 << (total_shift - 1);
-    return (int32_t)(((int64_t)x * multiplier + round) >> total_shift);
-#endif
-}
-
-/* LiteRT's optimised (ruy/x86) output stage: rounding doubling high multiply, then a rounding right shift
- * with ties towards +inf. Used by CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED on LiteRT's builtin kernels.
- * Multipliers are never negative (generator), so the doubling high multiply cannot saturate. */
-static inline int32_t ce_mbqm_up(int32_t x, int32_t multiplier, int32_t shift)
-{
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = left - shift;
-    const int32_t xs = (int32_t)((uint32_t)x << left);
-    const int32_t hm = (int32_t)(((int64_t)xs * multiplier + ((int64_t)1 << 30)) >> 31);
-    return (int32_t)((uint32_t)hm + (((uint32_t)1 << right) >> 1)) >> right;
 }
 
 static inline int32_t ce_clamp(int32_t v, int32_t lo, int32_t hi)
@@ -141,38 +123,38 @@ int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t sh
     return ce_mbqm(x, multiplier, shift);
 }
 
-#ifndef CE_REQUANT_MBQM
-#define CE_REQUANT_MBQM ce_mbqm_up
-#endif
-static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_t off, int32_t lo, int32_t hi)
+/* ce_mbqm in one 64-bit multiply-accumulate (one SMLAL on Cortex-M): the hot output stage of CONV_2D,
+ * DEPTHWISE_CONV_2D and FULLY_CONNECTED. Multipliers are never negative (generator). For a right shift
+ * r = -shift >= 2 the two roundings (high multiply: floor((x*m + 2^30) / 2^31) = hm; RoundingDivideByPOT:
+ * floor((hm + 2^(r-1) - [hm < 0]) / 2^r), half away from zero) nest into one floor division:
+ *   floor((x*m + 2^30 + 2^(30+r) - [x < 0] * 2^31) / 2^(31+r)) = hi32(x*m + K) >> (r - 1)
+ * [hm < 0] may be replaced by [x < 0]: when x < 0 but hm = 0 both give 0 for r >= 1. K's low word is
+ * 2^30 XOR [x < 0] * 2^31, its high word 2^(r-2) - [x < 0]. Exact for every int32 x. */
+static inline int32_t ce_mbqm_fold(int32_t x, int32_t mult, int32_t shift)
 {
-    return (int8_t)ce_clamp(CE_REQUANT_MBQM(acc, mult, shift) + off, lo, hi);
+    if (shift < -1) {
+        const int32_t r = -shift;
+        const int32_t sgn = x >> 31;
+        const uint32_t lo = 0x40000000u ^ ((uint32_t)sgn << 31);
+        const int32_t hi = (int32_t)(((uint32_t)1 << r) >> 2) + sgn;
+        return ce_smlal_hi(x, mult, lo, hi) >> (r - 1);
+    }
+    return ce_mbqm(x, mult, shift);
 }
 
+static inline int8_t ce_requant(int32_t acc, int32_t mult, int32_t shift, int32_t off, int32_t lo, int32_t hi)
+{
+    return (int8_t)ce_clamp(ce_mbqm_fold(acc, mult, shift) + off, lo, hi);
+}
 
-/* requantise two accumulators of the same output channel (same multiplier), the hot output stage of the
- * convolutions. For a right shift r = -shift >= 1 both roundings of ce_mbqm_up fold into one 64-bit
- * multiply-accumulate (one SMLAL on Cortex-M) and an arithmetic shift of its high word:
- *   (((x * m + 2^30) >> 31) + 2^(r-1)) >> r == (x * m + 2^30 + 2^(30+r)) >> (31 + r)
- *                                           == hi32(x * m + 2^30 + 2^(30+r)) >> (r - 1)
- * (nested floor divisions by powers of two), identical for |x| < 2^30, where ce_mbqm_up's 32-bit sum
- * hm + 2^(r-1) cannot wrap; int8 dot-product accumulators stay far below. */
+/* requantise two accumulators of the same output channel (same multiplier); SSAT when the activation range
+ * is all of int8 (no fused activation, or RELU with output zero point -128). */
 static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int32_t shift, int32_t off,
                                    int32_t lo, int32_t hi, int8_t *dst0, int8_t *dst1)
 {
-    int32_t v0, v1;
-    if (shift < 0) {
-        const int32_t r = -shift;
-        const uint32_t rlo = r == 1 ? 0xC0000000u : 0x40000000u; /* 2^30, plus 2^(30+r) when r == 1 */
-        const int32_t rhi = (int32_t)(((uint32_t)1 << r) >> 2);   /* 2^(30+r) in the high word when r >= 2 */
-        v0 = (ce_smlal_hi(acc0, mult, rlo, rhi) >> (r - 1)) + off;
-        v1 = (ce_smlal_hi(acc1, mult, rlo, rhi) >> (r - 1)) + off;
-    } else {
-        v0 = ce_mbqm_up(acc0, mult, shift) + off;
-        v1 = ce_mbqm_up(acc1, mult, shift) + off;
-    }
+    int32_t v0 = ce_mbqm_fold(acc0, mult, shift) + off;
+    int32_t v1 = ce_mbqm_fold(acc1, mult, shift) + off;
     if (lo == -128 && hi == 127) {
-        /* the whole int8 range (no fused activation, or RELU with output zero point -128): SSAT */
         v0 = ce_ssat8(v0);
         v1 = ce_ssat8(v1);
     } else {
@@ -1332,7 +1314,69 @@ void ce_mean_s8(const ce_mean_params *p, const int8_t *in, int8_t *out)
     }
 }
 
-/* ---- SOFTMAX (LiteRT builtin int8 kernel: float exp table) ------------------------------------ */
+/* ---- SOFTMAX (TFLite reference int8 kernel: gemmlowp fixed point, as TFLM and CMSIS-NN) ---------- */
+
+static inline int32_t ce_sm_mul(int32_t a, int32_t b) { return ce_srdhm(a, b); }
+
+static inline int32_t ce_sm_mul_pow2(int32_t v, int32_t e)
+{
+    /* SaturatingRoundingMultiplyByPOT for 1 <= e <= 30 */
+    const int32_t thresh = (int32_t)(((uint32_t)1 << (31 - e)) - 1u);
+    if (v > thresh) {
+        return INT32_MAX;
+    }
+    if (v < -thresh) {
+        return INT32_MIN;
+    }
+    return (int32_t)((uint32_t)v << e);
+}
+
+/* gemmlowp exp_on_negative_values: Q5.26 input <= 0 -> Q0.31 */
+static int32_t ce_sm_exp_neg(int32_t val)
+{
+    static const int32_t k_mult[7] = { 1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242 };
+    const int32_t val_mod_minus_quarter = (val & ((1 << 24) - 1)) - (1 << 24);
+    const int32_t remainder = val_mod_minus_quarter - val;
+    const int32_t x = (int32_t)((uint32_t)val_mod_minus_quarter << 5) + (1 << 28);
+    const int32_t x2 = ce_sm_mul(x, x);
+    const int32_t x3 = ce_sm_mul(x2, x);
+    const int32_t x4_over_4 = ce_rdbpot(ce_sm_mul(x2, x2), 2);
+    const int32_t poly = x + ce_rdbpot(ce_sm_mul(x4_over_4 + x3, 715827883) + x2, 1);
+    int32_t result = 1895147668 + ce_sm_mul(1895147668, poly);
+    int32_t k;
+    for (k = 0; k < 7; ++k) {
+        if (remainder & (1 << (24 + k))) {
+            result = ce_sm_mul(result, k_mult[k]);
+        }
+    }
+    return val == 0 ? INT32_MAX : result;
+}
+
+/* gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 input in [0, 1) -> Q2.29 of 1 / (1 + x) */
+static int32_t ce_sm_one_over_one_plus_x(int32_t val)
+{
+    const int64_t sum = (int64_t)val + (int64_t)INT32_MAX;
+    const int32_t half_denominator = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+    int32_t x = 1515870810 + ce_sm_mul(half_denominator, -1010580540);
+    int32_t k;
+    for (k = 0; k < 3; ++k) {
+        x += ce_sm_mul_pow2(ce_sm_mul(x, (1 << 29) - ce_sm_mul(half_denominator, x)), 2);
+    }
+    return ce_sm_mul_pow2(x, 1);
+}
+
+static inline int32_t ce_clz32(uint32_t v)
+{
+    int32_t n = 0;
+    if (v == 0u) {
+        return 32;
+    }
+    while ((v & 0x80000000u) == 0u) {
+        v <<= 1;
+        ++n;
+    }
+    return n;
+}
 
 void ce_softmax_s8(const ce_softmax_params *p, const int8_t *in, int8_t *out)
 {
@@ -1341,20 +1385,29 @@ void ce_softmax_s8(const ce_softmax_params *p, const int8_t *in, int8_t *out)
         const int8_t *x = in + o * p->depth;
         int8_t *y = out + o * p->depth;
         int32_t max_val = -128;
-        float sum_exp = 0.0f;
-        float inv_sum_exp;
+        int32_t sum = 0;
+        int32_t headroom, shifted_scale, bits_over_unit;
         for (j = 0; j < p->depth; ++j) {
             max_val = x[j] > max_val ? x[j] : max_val;
         }
         for (j = 0; j < p->depth; ++j) {
-            sum_exp += p->exp_table[max_val - x[j]];
+            const int32_t diff = x[j] - max_val;
+            if (diff >= p->diff_min) {
+                sum += ce_rdbpot(ce_sm_exp_neg(ce_sm_mul(diff * (1 << p->left_shift), p->mult)), 12);
+            }
         }
-        inv_sum_exp = 1.0f / (sum_exp * p->out_scale);
+        headroom = ce_clz32((uint32_t)sum);
+        shifted_scale = ce_sm_one_over_one_plus_x(
+            (int32_t)((sum > 0 ? (uint32_t)sum << headroom : 0u) - 0x80000000u));
+        bits_over_unit = 12 - headroom + 23;
         for (j = 0; j < p->depth; ++j) {
-            const float prob = p->exp_table[max_val - x[j]] * inv_sum_exp;
-            int32_t q = ce_round_f32(prob) + p->out_zero_point;
-            q = q < -128 ? -128 : q;
-            q = q > 127 ? 127 : q;
+            const int32_t diff = x[j] - max_val;
+            int32_t q = -128;
+            if (diff >= p->diff_min) {
+                q = ce_rdbpot(ce_sm_mul(shifted_scale, ce_sm_exp_neg(ce_sm_mul(diff * (1 << p->left_shift), p->mult))),
+                              bits_over_unit) - 128;
+                q = q > 127 ? 127 : q;
+            }
             y[j] = (int8_t)q;
         }
     }

@@ -1,11 +1,13 @@
 /* ce_kernels.h - int8 kernel library of the generated C inference engine.
  *
- * Arithmetic follows TensorFlow Lite's integer kernels exactly (MultiplyByQuantizedMultiplier with
- * SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, ADD with left shift 20, float-table SOFTMAX
- * as LiteRT's builtin x86 kernel), so outputs are bit-identical to LiteRT's reference interpreter.
+ * Arithmetic follows TensorFlow Lite's reference integer kernels exactly, as TFLM and CMSIS-NN run them on the
+ * device (MultiplyByQuantizedMultiplier with SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, rounding
+ * half away from zero; ADD with left shift 20; the gemmlowp fixed-point SOFTMAX), so outputs are bit-identical to
+ * TFLM's reference kernels.
  *
- * The output stage of CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED folds LiteRT's two roundings into one 64-bit
- * multiply-accumulate (SMLAL); pairs of outputs are clamped with SSAT when the activation range is all of int8.
+ * The output stage of CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED folds the two roundings into one 64-bit
+ * multiply-accumulate (SMLAL) whose rounding constant depends on the accumulator's sign; pairs of outputs are
+ * clamped with SSAT when the activation range is all of int8.
  * 3x3 stride-1 depthwise convolutions have their own kernel (ce_depthwise3x3_s8: int16 channel-major row ring,
  * one SMLAD per two taps).
  *
@@ -79,10 +81,9 @@ typedef struct {
 
 typedef struct {
     int32_t outer, depth;
-    int32_t out_zero_point;
-    float out_scale;
-    const float *exp_table; /* 256 entries: exp_table[d] = expf(-input_scale * beta * d) */
-} ce_softmax_params;
+    int32_t mult, left_shift;   /* PreprocessSoftmaxScaling(beta, input_scale, 5): Q5.26 input scaling */
+    int32_t diff_min;           /* -CalculateInputRadius(5, left_shift): smaller differences give 0 */
+} ce_softmax_params;            /* output scale 1/256, zero point -128 (validated by the generator) */
 
 typedef struct {
     int32_t in_dims[4], out_dims[4], pad_before[4];
