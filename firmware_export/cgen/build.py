@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from firmware_export.cgen.generator import TEMPLATE_DIR, _c_float
+from firmware_export.cgen.builder import _c_float
+from firmware_export.cgen.generator import TEMPLATE_DIR
 from firmware_export.m4.tools import (INSTRUCTIONS_PER_TICK, QEMU_MACHINE, arm_tool, footprint,  # noqa: F401
                                       run_tool, section_sizes)
 from firmware_export.m4.tools import run_qemu as qemu_run

@@ -1,0 +1,172 @@
+"""CONV_2D and DEPTHWISE_CONV_2D: im2col + SMLAD kernels (ce_conv2d_s8), the depthwise row-ring kernels
+(ce_depthwise_s8, ce_depthwise3x3_s8), int8 or packed int4 weights (``_w4`` kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware_export.cgen import packing
+from firmware_export.cgen.ops import common
+
+OPCODES = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def batch1_4d(bld, op):
+    """needs 4-D input and output tensors of batch 1"""
+    sx, sy = list(bld.t(op.inputs[0]).shape), list(bld.t(op.outputs[0]).shape)
+    return len(sx) == 4 and len(sy) == 4 and sx[0] == 1, f"{sx} -> {sy}"
+
+
+def constant_weights(bld, op):
+    """needs constant int8 or int4 weights with values in range, symmetric (zero point 0)"""
+    tw = bld.t(op.inputs[1])
+    if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != 4:
+        return False, f"{tw.dtype} {list(tw.shape)}{' (not constant)' if tw.data is None else ''}"
+    vals = np.asarray(tw.data)
+    if tw.dtype == "int4" and vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
+        return False, "int4 weights outside [-8, 7]"
+    zp = tw.zero_point
+    return zp is None or not np.any(np.asarray(zp) != 0), "non-zero weight zero point"
+
+
+def weights_match(bld, op):
+    """weights must match the tensors (grouped convolutions are not supported)"""
+    tx, tw, ty = bld.t(op.inputs[0]), bld.t(op.inputs[1]), bld.t(op.outputs[0])
+    ic, oc = int(tx.shape[3]), int(ty.shape[3])
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        ok = int(tw.shape[0]) == 1 and int(tw.shape[3]) == oc and ic > 0 and oc % ic == 0
+    else:
+        ok = int(tw.shape[0]) == oc and int(tw.shape[3]) == ic
+    return ok, f"weights {list(tw.shape)}, input {list(tx.shape)}, output {list(ty.shape)}"
+
+
+def channel_scales(bld, op):
+    """needs one weight scale per output channel, or one for all"""
+    n = int(bld.t(op.outputs[0]).shape[3])
+    ws = bld.t(op.inputs[1]).scale
+    size = 0 if ws is None else int(np.asarray(ws).size)
+    return size in (1, n), f"{size} scales for {n} channels"
+
+
+def int32_bias(bld, op):
+    """needs a constant int32 bias (or none)"""
+    if len(op.inputs) < 3 or op.inputs[2] < 0:
+        return True, ""
+    tb = bld.t(op.inputs[2])
+    return tb.data is not None and tb.dtype == "int32", f"{tb.dtype}"
+
+
+def kernel_dims(bld, op):
+    """dimensions above 32767 and generic depthwise kernels taller than 16 (or int4 depthwise kernels above the
+    accumulator's tap limit) are not supported"""
+    tx, tw, ty = bld.t(op.inputs[0]), bld.t(op.inputs[1]), bld.t(op.outputs[0])
+    dims = [int(d) for d in tuple(tx.shape[1:]) + tuple(ty.shape[1:]) + tuple(tw.shape[1:3])]
+    if max(dims) > 32767:
+        return False, f"dimension {max(dims)}"
+    kh, kw = int(tw.shape[1]), int(tw.shape[2])
+    if op.opcode == "DEPTHWISE_CONV_2D" and int(tx.shape[3]) != 1:
+        if kh > 16:
+            return False, f"{kh}x{kw} kernel"
+        if tw.dtype == "int4" and kh * kw > packing.MAX_INT4_DEPTHWISE_TAPS:
+            return False, f"int4 {kh}x{kw} kernel (at most {packing.MAX_INT4_DEPTHWISE_TAPS} taps)"
+    return True, ""
+
+
+CONSTRAINTS = (common.int8_io, common.quantised_io, batch1_4d, constant_weights, weights_match, channel_scales,
+               int32_bias, kernel_dims, common.fused_activation)
+
+
+def lower(bld, op) -> None:
+    _lower(bld, op, op.opcode == "DEPTHWISE_CONV_2D")
+
+
+def _lower(bld, op, depthwise: bool) -> None:
+    x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    b = op.inputs[2] if len(op.inputs) > 2 else -1
+    tx, tw, ty = bld.t(x), bld.t(w), bld.t(y)
+    w4 = tw.dtype == "int4"
+    o = op.options
+    _, ih, iw, ic = tx.shape
+    _, oh, ow, oc = ty.shape
+    kh, kw = int(tw.shape[1]), int(tw.shape[2])
+    sh, sw = int(o.get("stride_h", 1)), int(o.get("stride_w", 1))
+    dh, dw = int(o.get("dilation_h_factor", 1)), int(o.get("dilation_w_factor", 1))
+    pad_t = bld.padding(o.get("padding", "VALID"), ih, oh, kh, sh, dh)
+    pad_l = bld.padding(o.get("padding", "VALID"), iw, ow, kw, sw, dw)
+    lo, hi = bld.act_range(o.get("fused_activation_function"), y, op)
+    _, zx = bld.qparams(x)
+    _, zy = bld.qparams(y)
+    mn, sn = bld.per_channel(op, x, w, y, oc)
+    bn = bld.bias(op, b, oc)
+    warr = np.asarray(tw.data, dtype=np.int8)
+    as_conv = (not depthwise) or ic == 1
+    dm = oc // ic if depthwise else 1
+    dw3x3 = (depthwise and not as_conv and (kh, kw, sh, sw, dh, dw, dm) == (3, 3, 1, 1, 1, 1, 1)
+             and ic % 4 == 0 and pad_t <= 1 and pad_l <= 1)
+    k = kh * kw * (1 if depthwise else ic)
+    kp = (k + 3) // 4 * 4
+    if as_conv:
+        if depthwise:
+            warr = np.transpose(warr, (3, 1, 2, 0))  # [1,kh,kw,oc] -> conv layout [oc,kh,kw,1]
+        cin = 1 if depthwise else ic
+        w2d = warr.reshape(oc, k)
+        if cin % 4:
+            # generic channel count: each kernel row of kw*cin values is zero-padded to a multiple of 4
+            run = kw * cin
+            rowp = (run + 3) // 4 * 4
+            padded = np.zeros((oc, kh, rowp), dtype=np.int8)
+            padded[:, :, :run] = warr.reshape(oc, kh, run)
+            w2d = padded.reshape(oc, kh * rowp)
+            kp = kh * rowp
+        if w4:
+            wn, wbytes = bld.packed_weights(packing.pack_int4_rows(w2d))
+        else:
+            wn = bld.weights(packing.interleave_rows(w2d))
+    elif dw3x3:
+        wn, wbytes = bld.dw3x3_weights4(warr) if w4 else (bld.dw3x3_weights(warr), 0)
+    else:
+        if w4:
+            wn, wbytes = bld.packed_weights(packing.pack_int4_depthwise(warr.reshape(kh * kw, oc)))
+        else:
+            wn = bld.weights(warr)
+    if not w4:
+        wbytes = warr.size
+    inplace = 0
+    scratch = 0
+    same_geometry = (oh, ow) == (ih, iw) and sh == 1 and sw == 1
+    kp_col = kp  # im2col column length
+    if as_conv and w4:
+        kp = (kp + 7) // 8 * 8  # int4 rows: whole words of 8 values (the last column group meets zero weights)
+    if as_conv:
+        scratch = 4 * kp  # two interleaved int32 im2col columns: 2 words per group of 4 elements and pixel
+        if (1 if depthwise else ic) % 4:
+            scratch += 2 * kp_col  # int16 row buffer of the generic im2col (border pixels)
+        if (kh, kw) == (1, 1) and same_geometry and pad_t == 0 and pad_l == 0 and oc <= ic \
+                and bld.can_overwrite(op, x):
+            inplace = 1
+    elif dw3x3:
+        scratch = 3 * ic * (ow + 3) * 2  # ring of three int16 channel-major input rows
+        if same_geometry and bld.can_overwrite(op, x):
+            inplace = 1
+    else:
+        if same_geometry and dh == 1 and dw == 1 and dm == 1 and bld.can_overwrite(op, x):
+            inplace = 1
+            scratch = ow * oc + pad_t * iw * ic
+    pn = bld.const_name("params")
+    bld.consts.append(
+        f"static const ce_conv_params {pn} = {{\n"
+        f"    {ih}, {iw}, {ic}, {oh}, {ow}, {oc},\n"
+        f"    {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {pad_t}, {pad_l},\n"
+        f"    {dm}, {inplace}, {-zx}, {zy}, {lo}, {hi}, {kp},\n"
+        f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
+    macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
+    sfx = "_w4" if w4 else ""
+    if as_conv:
+        body = f"ce_conv2d_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, (int16_t *)(void *)@S@);"
+    elif dw3x3:
+        body = f"ce_depthwise3x3_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, (int16_t *)(void *)@S@);"
+    else:
+        body = f"ce_depthwise_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S@);"
+    if inplace:
+        bld.alias[y] = x
+    bld.add_step(op, body, [x], [y], scratch, macs, wbytes + 4 * oc)

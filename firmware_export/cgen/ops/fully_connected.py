@@ -1,0 +1,73 @@
+"""FULLY_CONNECTED: int8 or packed int4 weights, the SMLAD kernel over interleaved weight rows (ce_fully_connected_s8)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware_export.cgen import packing
+from firmware_export.cgen.ops import common
+
+OPCODES = ("FULLY_CONNECTED",)
+
+
+def constant_weights(bld, op):
+    """needs constant 2-D int8 or int4 weights with values in range, symmetric (zero point 0)"""
+    tw = bld.t(op.inputs[1])
+    if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != 2:
+        return False, f"{tw.dtype} {list(tw.shape)}{' (not constant)' if tw.data is None else ''}"
+    vals = np.asarray(tw.data)
+    if tw.dtype == "int4" and vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
+        return False, "int4 weights outside [-8, 7]"
+    zp = tw.zero_point
+    return zp is None or not np.any(np.asarray(zp) != 0), "non-zero weight zero point"
+
+
+def input_matches(bld, op):
+    """needs an input whose element count is a multiple of the weights' input depth"""
+    tx, tw = bld.t(op.inputs[0]), bld.t(op.inputs[1])
+    k = int(tw.shape[1])
+    return k > 0 and tx.num_elements % k == 0, f"input {list(tx.shape)}, weights {list(tw.shape)}"
+
+
+def channel_scales(bld, op):
+    """needs one weight scale per output unit, or one for all"""
+    n = int(bld.t(op.inputs[1]).shape[0])
+    ws = bld.t(op.inputs[1]).scale
+    size = 0 if ws is None else int(np.asarray(ws).size)
+    return size in (1, n), f"{size} scales for {n} units"
+
+
+def int32_bias(bld, op):
+    """needs a constant int32 bias (or none)"""
+    if len(op.inputs) < 3 or op.inputs[2] < 0:
+        return True, ""
+    tb = bld.t(op.inputs[2])
+    return tb.data is not None and tb.dtype == "int32", f"{tb.dtype}"
+
+
+CONSTRAINTS = (common.int8_io, common.quantised_io, constant_weights, input_matches, channel_scales, int32_bias,
+               common.fused_activation)
+
+
+def lower(bld, op) -> None:
+    x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    b = op.inputs[2] if len(op.inputs) > 2 else -1
+    tx, tw = bld.t(x), bld.t(w)
+    w4 = tw.dtype == "int4"
+    n, k = (int(d) for d in tw.shape)
+    batches = tx.num_elements // k
+    lo, hi = bld.act_range(op.options.get("fused_activation_function"), y, op)
+    _, zx = bld.qparams(x)
+    _, zy = bld.qparams(y)
+    mn, sn = bld.per_channel(op, x, w, y, n)
+    bn = bld.bias(op, b, n)
+    w2d = np.asarray(tw.data, dtype=np.int8).reshape(n, k)
+    if w4:
+        wn, wbytes = bld.packed_weights(packing.pack_int4_rows(w2d))
+    else:
+        wn, wbytes = bld.weights(packing.interleave_rows(w2d)), n * k
+    pn = bld.const_name("params")
+    bld.consts.append(f"static const ce_fc_params {pn} = {{\n    {batches}, {k}, {n}, {-zx}, {zy}, {lo}, {hi},\n"
+                      f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
+    body = f"ce_fully_connected_s8{'_w4' if w4 else ''}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});"
+    bld.add_step(op, body, [x], [y], 0, batches * n * k, wbytes + 4 * n)

@@ -1,0 +1,90 @@
+"""Data movement without arithmetic: PAD (ce_pad_s8), CONCATENATION (ce_copy_s8 per input) and RESHAPE (no code:
+the output shares the input's storage)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware_export.cgen.ops import common
+
+OPCODES = ("PAD", "CONCATENATION", "RESHAPE")
+
+
+def pad_operands(bld, op):
+    """needs constant, non-negative paddings, rank <= 4 and no explicit constant value"""
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        return False, "explicit constant value"
+    tx, tp = bld.t(op.inputs[0]), bld.t(op.inputs[1])
+    if tp.data is None:
+        return False, "paddings not constant"
+    if len(tx.shape) > 4:
+        return False, f"rank {len(tx.shape)}"
+    return not np.any(np.asarray(tp.data, dtype=np.int64).reshape(-1) < 0), "negative padding"
+
+
+def no_fused_activation(bld, op):
+    """supports no fused activation"""
+    act = op.options.get("fused_activation_function", "NONE")
+    return act in (None, "NONE"), f"{act}"
+
+
+def concat_quantisation(bld, op):
+    """needs every input to have the output's quantisation (scale, zero point)"""
+    qy = bld.qparams(op.outputs[0])
+    bad = [bld.t(i) for i in op.inputs if bld.qparams(i) != qy]
+    return not bad, ", ".join(f"tensor '{t.name}'" for t in bad) + f" vs output {qy[0]:g}/{qy[1]}"
+
+
+def reshape_size(bld, op):
+    """needs an output of the input's byte size"""
+    tx, ty = bld.t(op.inputs[0]), bld.t(op.outputs[0])
+    return tx.nbytes == ty.nbytes, f"{tx.nbytes} B -> {ty.nbytes} B"
+
+
+CONSTRAINTS = {
+    "PAD": (common.int8_io, common.quantised_io, pad_operands, common.same_quantisation),
+    "CONCATENATION": (common.int8_all, common.quantised_all, common.non_constant_inputs, no_fused_activation,
+                      concat_quantisation),
+    "RESHAPE": (common.data_input_not_constant, reshape_size),
+}
+
+
+def lower(bld, op) -> None:
+    {"PAD": _pad, "CONCATENATION": _concatenation, "RESHAPE": _reshape}[op.opcode](bld, op)
+
+
+def _pad(bld, op) -> None:
+    x, pads, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    tx, tp, ty = bld.t(x), bld.t(pads), bld.t(y)
+    padv = np.asarray(tp.data, dtype=np.int64).reshape(-1, 2)
+    lead = 4 - len(tx.shape)
+    in_dims = [1] * lead + list(tx.shape)
+    out_dims = [1] * lead + list(ty.shape)
+    before = [0] * lead + [int(p) for p in padv[:, 0]]
+    _, zy = bld.qparams(y)
+    pn = bld.const_name("params")
+    bld.consts.append(f"static const ce_pad_params {pn} = {{ {{{', '.join(map(str, in_dims))}}}, "
+                      f"{{{', '.join(map(str, out_dims))}}}, {{{', '.join(map(str, before))}}}, {zy} }};\n")
+    bld.add_step(op, f"ce_pad_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])
+
+
+def _concatenation(bld, op) -> None:
+    y = op.outputs[0]
+    xs = list(op.inputs)
+    ty = bld.t(y)
+    rank = len(ty.shape)
+    axis = int(op.options.get("axis", 0)) % max(rank, 1)
+    outer = int(np.prod(ty.shape[:axis], dtype=np.int64))
+    sizes = [int(np.prod(bld.t(i).shape[axis:], dtype=np.int64)) for i in xs]
+    total = sum(sizes)
+    lines = ["int32_t o;", f"for (o = 0; o < {outer}; ++o) {{"]
+    off = 0
+    for i, s in zip(xs, sizes):
+        lines.append(f"    ce_copy_s8({bld.ptr(i)} + o * {s}, {bld.ptr(y)} + o * {total} + {off}, {s});")
+        off += s
+    lines.append("}")
+    bld.add_step(op, "\n    ".join(lines), xs, [y])
+
+
+def _reshape(bld, op) -> None:
+    bld.alias[op.outputs[0]] = op.inputs[0]  # in place: output aliases the input buffer

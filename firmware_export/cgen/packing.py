@@ -1,0 +1,86 @@
+"""Weight layouts of the C engine's kernels (``ce_kernels.c``): int8 rows interleaved in pairs, packed int4 rows,
+packed int4 depthwise blocks, and the 3x3 depthwise kernel's tap order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel
+# accumulates at most this many taps without a partial sum (CONV_2D / FULLY_CONNECTED sum in chunks, ce_kernels.c)
+MAX_INT4_DEPTHWISE_TAPS = (2 ** 31 - 1) // (128 * 255)
+
+
+def interleave_rows(w2d: np.ndarray) -> np.ndarray:
+    """Kernel weight layout: rows zero-padded to a multiple of 4 and stored in pairs interleaved by groups of 4."""
+    n, k = w2d.shape
+    kp = (k + 3) // 4 * 4
+    padded = np.zeros((n, kp), dtype=np.int8)
+    padded[:, :k] = w2d
+    out = []
+    for r in range(0, n - 1, 2):
+        pair = padded[r:r + 2].reshape(2, kp // 4, 4)
+        out.append(np.transpose(pair, (1, 0, 2)).reshape(-1))
+    if n % 2:
+        out.append(padded[-1])
+    return np.concatenate(out) if out else padded.reshape(-1)
+
+
+# int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel
+# accumulates at most this many taps without a partial sum (CONV_2D / FULLY_CONNECTED sum in chunks, ce_kernels.c)
+MAX_INT4_DEPTHWISE_TAPS = (2 ** 31 - 1) // (128 * 255)
+
+
+def _nibbles(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.int16) & 15
+
+
+def pack_int4_rows(w2d: np.ndarray) -> np.ndarray:
+    """Packed int4 layout of ce_conv2d_s8_w4 / ce_fully_connected_s8_w4: rows zero-padded to a multiple of 8 values,
+    byte i of word j = (row[8j + 4 + i] << 4) | (row[8j + i] & 15), then pairs of rows interleaved by words."""
+    n, k = w2d.shape
+    k8 = (k + 7) // 8 * 8
+    padded = np.zeros((n, k8), dtype=np.int16)
+    padded[:, :k] = w2d
+    r = _nibbles(padded).reshape(n, k8 // 8, 2, 4)
+    rows = (r[:, :, 0, :] | (r[:, :, 1, :] << 4)).astype(np.uint8).reshape(n, k8 // 2)
+    return interleave_rows(rows.view(np.int8)).view(np.uint8)
+
+
+def pack_int4_depthwise(w: np.ndarray) -> np.ndarray:
+    """ce_depthwise_s8_w4 layout: [taps][out_c] -> per tap, blocks of 4 channels (zero-padded) in 16 bits holding
+    the nibbles (c2, c0, c3, c1) from the least significant."""
+    taps, oc = w.shape
+    blocks = (oc + 3) // 4
+    padded = np.zeros((taps, blocks * 4), dtype=np.int16)
+    padded[:, :oc] = w
+    c = _nibbles(padded).reshape(taps, blocks, 4)
+    lo = c[..., 2] | (c[..., 0] << 4)
+    hi = c[..., 3] | (c[..., 1] << 4)
+    return np.stack([lo, hi], axis=-1).astype(np.uint8).reshape(-1)
+
+
+def pack_int4_pairs(values: np.ndarray) -> np.ndarray:
+    """Two values per byte, the first in the low nibble (TFLite's packed int4 order)."""
+    v = _nibbles(np.asarray(values).reshape(-1))
+    if v.size % 2:
+        v = np.concatenate([v, np.zeros(1, dtype=v.dtype)])
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
+DW3X3_TAP_ORDER = [(0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2), (2, 1), (1, 2)]
+
+
+def dw3x3_layout(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3x3 depthwise weights [1,3,3,C] -> ([C][8] taps in DW3X3_TAP_ORDER, [C] w22) for ce_depthwise3x3_s8."""
+    w = arr.reshape(3, 3, -1).astype(np.int64)
+    return np.stack([w[ky, kx] for ky, kx in DW3X3_TAP_ORDER], axis=-1), w[2, 2]
+
+
+def pack_dw3x3_int4(arr: np.ndarray) -> np.ndarray:
+    """ce_depthwise3x3_s8_w4: per channel one word, low nibbles = bytes 0-3 and high nibbles = bytes 4-7 of the
+    int8 kernel's [w00 w10 w01 w11 w20 w02 w21 w12], then w22 of every channel two per byte."""
+    head, last = dw3x3_layout(arr)
+    head = _nibbles(head)
+    words = (head[:, :4] | (head[:, 4:] << 4)).astype(np.uint8).reshape(-1)
+    return np.concatenate([words, pack_int4_pairs(last)])
+
