@@ -282,9 +282,31 @@ def test_depthwise_rounding_follows_the_reference_kernels(case, tmp_path):
     assert_bit_exact_on_host(_convert(model, shape, tmp_path / f"{case}.tflite"), tmp_path / case, n=40)
 
 
-def test_mean_keepdims_is_refused(ops_models):
-    with pytest.raises(ExportError, match="MEAN with keep_dims"):
-        load_engine(ops_models["keepdims"])
+@needs_cc
+def test_mean_keepdims_bit_exact(ops_models, tmp_path):
+    from toolchain.tflite_model import load_tflite
+
+    mean = [op for op in load_tflite(ops_models["keepdims"]).operators if op.opcode == "MEAN"]
+    assert mean and mean[0].options.get("keep_dims")
+    assert_bit_exact_on_host(ops_models["keepdims"], tmp_path / "keepdims")
+
+
+@needs_cc
+def test_per_tensor_depthwise_with_quantized_dimension_3_bit_exact(tmp_path):
+    """TFLM's person-detection layout: per-tensor depthwise weights with quantized_dimension 3 and 1-D biases with
+    quantized_dimension 3 (beyond their rank), which LiteRT refuses and TFLM runs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tests.model_edit import per_tensor_depthwise_qdim3
+
+    data, edited = per_tensor_depthwise_qdim3(_ref("mlperftiny__kws_ref_model").read_bytes())
+    assert edited == 4
+    path = tmp_path / "pd_style.tflite"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="quantized_dimension must be in range"):
+        Interpreter(model_path=str(path)).allocate_tensors()
+    assert golden.reference_outputs(path, build.random_inputs(load_engine(path), 1)).reference == "tflm"
+    assert_bit_exact_on_host(path, tmp_path / "pd_style")
 
 
 # ---- generate_c_engine / CLI -----------------------------------------------------------------------------------

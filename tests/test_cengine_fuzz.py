@@ -66,11 +66,15 @@ def test_zero_point_range_counts_and_quantized_dimension(models):
     x.zero_point = np.array([300])
     w.scale = w.scale[:5]
     w.zero_point = w.zero_point[:5]
-    m.tensors[conv.outputs[0]].quantized_dimension = 7
+    w2 = m.tensors[[op for op in m.operators if op.opcode == "CONV_2D"][1].inputs[1]]
+    w2.quantized_dimension = 7  # per-channel weights: the axis must exist
+    m.tensors[conv.outputs[0]].quantized_dimension = 7  # one scale: the axis does not matter (TFLM ignores it)
     probs = " | ".join(_problems(m))
     assert f"tensor {x.index} (int8) zero point 300" in probs
     assert f"tensor {w.index}: 5 scales, 5 zero points" in probs
-    assert "the quantized dimension must be within the tensor's rank" in probs
+    assert f"the quantized dimension must be within the tensor's rank (any axis for one scale, a 1-D tensor's only " \
+           f"axis for one scale per element) (tensor {w2.index}: dimension 7 of rank 4)" in probs
+    assert f"tensor {conv.outputs[0]}:" not in probs
 
 
 def test_huge_input_dimension_is_refused_before_allocating(models, tmp_path):

@@ -77,3 +77,15 @@ def test_dwt_cycle_counter_build_compiles(tmp_path):
     assert paths["elf"].is_file()
     sections = build.section_sizes(paths["elf"])
     assert sections[".text"] > 0 and ".golden" in sections
+
+
+def test_person_detection_style_quantized_dimension_3_bit_exact_on_cortex_m4(tmp_path):
+    """Per-tensor depthwise weights and 1-D biases with quantized_dimension 3 (LiteRT refuses the file; the golden
+    outputs come from TFLM's reference kernels)."""
+    from tests.model_edit import per_tensor_depthwise_qdim3
+
+    data, _ = per_tensor_depthwise_qdim3(_ref("mlperftiny__kws_ref_model").read_bytes())
+    path = tmp_path / "pd_style.tflite"
+    path.write_bytes(data)
+    res = run_c_bench(path, runtime="qemu-m4", runs=100, seed=5, keep_dir=tmp_path / "pd")
+    assert res["runs"] == 100 and res["outputs_match"], res.get("first_mismatch")

@@ -108,6 +108,15 @@ def tensor_zero_points_in_range(ctx, t):
     return not bad, f"tensor {t.index} ({t.dtype}) zero point {bad[0] if bad else ''}"
 
 
+def _quant_axis_size(t) -> int | None:
+    """Size of the quantized dimension; a 1-D tensor's only axis when the declared one is beyond its rank (TFLM
+    ignores the axis there: its person-detection example carries quantized_dimension 3 on 1-D biases)."""
+    qd = int(t.quantized_dimension)
+    if 0 <= qd < len(t.shape):
+        return int(t.shape[qd])
+    return int(t.shape[0]) if len(t.shape) == 1 else None
+
+
 def tensor_quant_counts(ctx, t):
     """scale and zero-point counts must be 1 or the size of the quantized dimension"""
     if t.scale is None:
@@ -115,17 +124,17 @@ def tensor_quant_counts(ctx, t):
     ns = int(np.asarray(t.scale).size)
     nz = 0 if t.zero_point is None else int(np.asarray(t.zero_point).size)
     qd = int(t.quantized_dimension)
-    dim = int(t.shape[qd]) if 0 <= qd < len(t.shape) else None
-    ok = ns == nz and (ns == 1 or ns == dim)
+    ok = ns == nz and (ns == 1 or ns == _quant_axis_size(t))
     return ok, f"tensor {t.index}: {ns} scales, {nz} zero points, dimension {qd} of shape {list(t.shape)}"
 
 
 def tensor_quant_dim_in_rank(ctx, t):
-    """the quantized dimension must be within the tensor's rank"""
-    if t.scale is None:
+    """the quantized dimension must be within the tensor's rank (any axis for one scale, a 1-D tensor's only axis
+    for one scale per element)"""
+    if t.scale is None or np.asarray(t.scale).size == 1:
         return True, ""
     qd = int(t.quantized_dimension)
-    return 0 <= qd < max(len(t.shape), 1), f"tensor {t.index}: dimension {qd} of rank {len(t.shape)}"
+    return qd >= 0 and _quant_axis_size(t) is not None, f"tensor {t.index}: dimension {qd} of rank {len(t.shape)}"
 
 
 TENSOR_RULES = (tensor_shape_non_negative, tensor_shape_bounded, tensor_bytes_bounded, tensor_constant_data_matches,

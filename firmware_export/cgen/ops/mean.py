@@ -1,4 +1,6 @@
-"""MEAN over contiguous axes with constant axes (TFLite's reference integer mean; ce_mean_s8)."""
+"""MEAN over contiguous constant axes, with or without keep_dims (ce_mean_s8). TFLM computes every int8 MEAN with
+reference_ops::QuantizedMeanOrSum, keep_dims or not; LiteRT's x86 kernels take another path for keep_dims over
+height and width (optimized_integer_ops::Mean), which is not the device's arithmetic."""
 
 from __future__ import annotations
 
@@ -26,15 +28,7 @@ def contiguous_axes(bld, op):
     return bool(axes) and axes == list(range(axes[0], axes[-1] + 1)), f"axes {axes}"
 
 
-def not_keep_dims_hw(bld, op):
-    """MEAN with keep_dims over height and width is not supported by the C engine (LiteRT routes it to
-    optimized_integer_ops::Mean, whose arithmetic is not reproduced here): use keepdims=False, e.g.
-    GlobalAveragePooling2D()"""
-    keep = bool(op.options.get("keep_dims", False))
-    return not (keep and len(bld.t(op.inputs[0]).shape) == 4 and _axes(bld, op) == [1, 2]), ""
-
-
-CONSTRAINTS = (common.int8_io, common.quantised_io, constant_axes, contiguous_axes, not_keep_dims_hw)
+CONSTRAINTS = (common.int8_io, common.quantised_io, constant_axes, contiguous_axes)
 
 
 def lower(bld, op) -> None:

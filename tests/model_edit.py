@@ -1,0 +1,48 @@
+"""Rewrites of real ``.tflite`` files through the schema's object API (TensorFlow's ``schema_py_generated``), for
+tests that need a model as another converter or an older toolchain wrote it."""
+
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+
+
+def _load(data: bytes):
+    from tensorflow.lite.python import schema_py_generated as fb
+
+    return fb, fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(bytearray(data), 0))
+
+
+def _save(model) -> bytes:
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def per_tensor_depthwise_qdim3(data: bytes) -> tuple[bytes, int]:
+    """Like TFLM's person-detection example: every DEPTHWISE_CONV_2D gets one weight scale (the largest channel
+    scale; weights requantised to it) with ``quantized_dimension`` 3, and a 1-D bias with one scale per element and
+    ``quantized_dimension`` 3 (beyond its rank: TFLM ignores it, LiteRT refuses it). Returns (model, layers edited)."""
+    fb, m = _load(data)
+    sg = m.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+    edited = 0
+    for op in sg.operators:
+        if codes[op.opcodeIndex] != fb.BuiltinOperator.DEPTHWISE_CONV_2D:
+            continue
+        x, w, b = (sg.tensors[i] for i in op.inputs[:3])
+        ws = np.asarray(w.quantization.scale, dtype=np.float32)
+        s = np.float32(ws.max())
+        wbuf = m.buffers[w.buffer]
+        wv = np.frombuffer(bytes(bytearray(wbuf.data)), dtype=np.int8).reshape(w.shape).astype(np.float64)
+        wbuf.data = np.clip(np.round(wv * (ws / s)), -127, 127).astype(np.int8).tobytes()
+        w.quantization.scale, w.quantization.zeroPoint, w.quantization.quantizedDimension = [float(s)], [0], 3
+        bbuf = m.buffers[b.buffer]
+        bv = np.frombuffer(bytes(bytearray(bbuf.data)), dtype=np.int32).astype(np.float64)
+        bbuf.data = np.round(bv * (ws / s)).astype(np.int32).tobytes()
+        sx = np.float32(x.quantization.scale[0])
+        b.quantization.scale = [float(sx * s)] * len(bv)
+        b.quantization.zeroPoint = [0] * len(bv)
+        b.quantization.quantizedDimension = 3
+        edited += 1
+    return _save(m), edited
