@@ -199,7 +199,8 @@ def test_zoo_classifiers_bit_exact_on_host(name, zoo_models, tmp_path):
     assert_bit_exact_on_host(zoo_models[name], tmp_path / name)
 
 
-def _convert(model, shape, path: Path, float_io: bool = False) -> Path:
+def _convert(model, shape, path: Path, float_io: bool = False, span: float = 1.0) -> Path:
+    """Full-integer conversion with a fixed batch of 1, calibrated on uniform inputs in [-span, span]."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -208,7 +209,8 @@ def _convert(model, shape, path: Path, float_io: bool = False) -> Path:
     conv = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(fn.get_concrete_function())])
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
-    conv.representative_dataset = lambda: ([rng.random((1, *shape), dtype=np.float32) * 2 - 1] for _ in range(16))
+    conv.representative_dataset = lambda: ([(rng.random((1, *shape), dtype=np.float32) * 2 - 1) * span]
+                                         for _ in range(16))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if not float_io:
         conv.inference_input_type = tf.int8

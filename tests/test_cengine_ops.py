@@ -40,7 +40,8 @@ def test_registry_rules_are_documented_and_every_family_lowers():
 
     assert set(ops.SUPPORTED_OPS) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
                                       "MAX_POOL_2D", "ADD", "MEAN", "SOFTMAX", "PAD", "CONCATENATION", "RESHAPE",
-                                      "QUANTIZE", "DEQUANTIZE"}
+                                      "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "LEAKY_RELU", "LOGISTIC", "TANH",
+                                      "HARD_SWISH", "SUB", "MUL", "MAXIMUM", "MINIMUM", "TRANSPOSE"}
     for opcode, family in ops.REGISTRY.items():
         assert callable(family.lower)
         rules = ops.constraints(opcode)
@@ -99,3 +100,106 @@ def test_quantize_inside_the_graph_and_non_symmetric_weights_are_refused(models)
     quant = type(fc[0])(index=99, opcode="QUANTIZE", inputs=[fc[0].outputs[0]], outputs=[fc[1].inputs[0]])
     ok, detail = boundary.at_float_boundary(Builder(m, "m"), quant)
     assert not ok and detail == "int8 -> int8"
+
+
+# -- activations, element-wise binary operators, TRANSPOSE: bit-exact against TFLM's reference kernels ----------
+
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hard_swish")
+
+
+def _activation(name):
+    import keras
+
+    return {"relu": keras.layers.ReLU(), "relu6": keras.layers.ReLU(6.0), "leaky_relu": keras.layers.LeakyReLU(0.15),
+            "sigmoid": keras.layers.Activation("sigmoid"), "tanh": keras.layers.Activation("tanh"),
+            "hard_swish": keras.layers.Activation("hard_swish")}[name]
+
+
+def test_fixed_point_logistic_and_tanh_approximate_the_functions():
+    import math
+
+    from firmware_export.cgen import fixedpoint as fx
+
+    for v in np.linspace(-7.9, 7.9, 97):
+        raw = int(round(v * (1 << 27)))  # Q4.27
+        assert abs(fx.logistic(raw, 4) / 2 ** 31 - 1 / (1 + math.exp(-v))) < 2e-6
+        assert abs(fx.tanh(raw, 4) / 2 ** 31 - math.tanh(v)) < 2e-6
+    assert fx.logistic(0, 4) == 1 << 30 and fx.tanh(0, 4) == 0
+
+
+@pytest.mark.parametrize("span", [1.0, 8.0])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_tables_equal_tflm_on_every_int8_value(name, span, tmp_path):
+    """A single-operator model fed all 256 int8 values: the generated table is TFLM's kernel, value for value."""
+    keras = pytest.importorskip("keras")
+    from firmware_export.cgen import build, golden, load_engine, write_engine
+    from tests.test_cengine import _convert
+    from toolchain.tflite_model import load_tflite
+
+    i = keras.Input((16, 16, 1))
+    path = _convert(keras.Model(i, _activation(name)(i)), (16, 16, 1), tmp_path / f"{name}.tflite", span=span)
+    opcode = {"relu": "RELU", "relu6": "RELU6", "leaky_relu": "LEAKY_RELU", "sigmoid": "LOGISTIC", "tanh": "TANH",
+              "hard_swish": "HARD_SWISH"}[name]
+    assert load_tflite(path).opcode_names() == [opcode]
+    engine = load_engine(path)
+    (tmp_path / "c").mkdir()
+    write_engine(engine, tmp_path / "c")
+    exe = build.build_host(tmp_path / "c", engine.name, file_io=True)
+    xs = [np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16, 1)]
+    expected = golden.reference_outputs(path, xs)
+    assert expected.reference == "tflm"
+    got, _ = build.run_host_file(exe, engine, xs)
+    bad = np.flatnonzero(got[0].reshape(-1) != expected.outputs[0].reshape(-1))
+    assert bad.size == 0, f"{name}: {bad.size} of 256 values differ, first input {int(bad[0]) - 128}"
+
+
+def _two_branch(fn):
+    import keras
+
+    i = keras.Input((6, 6, 8))
+    a = keras.layers.Conv2D(8, 3, padding="same")(i)
+    b = keras.layers.Conv2D(8, 1)(i)
+    return keras.Model(i, fn(keras, a, b))
+
+
+GRAPHS = {  # name: (graph, operators it must contain)
+    "sub": (lambda k, a, b: k.layers.Subtract()([a, b]), {"SUB"}),
+    "mul": (lambda k, a, b: k.layers.Multiply()([a, b]), {"MUL"}),
+    "maximum": (lambda k, a, b: k.layers.Maximum()([a, b]), {"MAXIMUM"}),
+    "minimum": (lambda k, a, b: k.layers.Minimum()([a, b]), {"MINIMUM"}),
+    "mul_broadcast": (lambda k, a, b: k.layers.Multiply()([a, k.layers.GlobalAveragePooling2D(keepdims=True)(b)]),
+                      {"MUL", "MEAN"}),
+    "sub_broadcast": (lambda k, a, b: k.layers.Subtract()([a, k.layers.GlobalAveragePooling2D(keepdims=True)(b)]),
+                      {"SUB", "MEAN"}),
+    "maximum_constant": (lambda k, a, b: k.layers.Lambda(lambda t: k.ops.maximum(t, 0.25))(a), {"MAXIMUM"}),
+    "transpose": (lambda k, a, b: k.layers.Permute((3, 1, 2))(k.layers.Add()([a, b])), {"TRANSPOSE"}),
+    "activations_chain": (lambda k, a, b: k.layers.Activation("hard_swish")(k.layers.LeakyReLU(0.2)(
+        k.layers.Multiply()([k.layers.Activation("sigmoid")(a), k.layers.Activation("tanh")(b)]))),
+        {"LOGISTIC", "TANH", "MUL", "LEAKY_RELU", "HARD_SWISH"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_new_operators_bit_exact_on_host(name, tmp_path):
+    pytest.importorskip("keras")
+    from tests.test_cengine import _convert, assert_bit_exact_on_host
+    from toolchain.tflite_model import load_tflite
+
+    fn, ops = GRAPHS[name]
+    path = _convert(_two_branch(fn), (6, 6, 8), tmp_path / f"{name}.tflite")
+    assert ops <= set(load_tflite(path).opcode_names())
+    assert_bit_exact_on_host(path, tmp_path / name, n=40)
+
+
+def test_transpose_and_broadcast_rules_refuse_what_the_kernels_cannot_run(models):
+    from firmware_export.cgen.builder import Builder
+    from firmware_export.cgen.ops import binary, layout
+
+    m = _parsed(models, "mlperftiny__kws_ref_model")
+    b = Builder(m, "m")
+    conv = _ops(m, "CONV_2D")[0]
+    fake = type(conv)(index=99, opcode="SUB", inputs=[conv.inputs[0], conv.outputs[0]], outputs=[conv.outputs[0]])
+    ok, detail = binary.broadcastable(b, fake)  # [1,49,10,1] vs [1,25,5,64]: neither equal nor 1
+    assert not ok and "[1, 49, 10, 1] and [1, 25, 5, 64]" in detail
+    perm = type(conv)(index=98, opcode="TRANSPOSE", inputs=[conv.outputs[0], conv.inputs[1]], outputs=[conv.outputs[0]])
+    assert not layout.transpose_permutation(b, perm)[0]  # a weight tensor is no permutation

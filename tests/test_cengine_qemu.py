@@ -89,3 +89,14 @@ def test_person_detection_style_quantized_dimension_3_bit_exact_on_cortex_m4(tmp
     path.write_bytes(data)
     res = run_c_bench(path, runtime="qemu-m4", runs=100, seed=5, keep_dir=tmp_path / "pd")
     assert res["runs"] == 100 and res["outputs_match"], res.get("first_mismatch")
+
+
+@pytest.mark.parametrize("name", ["activations_chain", "sub_broadcast", "transpose", "maximum_constant"])
+def test_new_operators_bit_exact_on_cortex_m4(name, tmp_path):
+    pytest.importorskip("keras")
+    from tests.test_cengine import _convert
+    from tests.test_cengine_ops import GRAPHS, _two_branch
+
+    path = _convert(_two_branch(GRAPHS[name][0]), (6, 6, 8), tmp_path / f"{name}.tflite")
+    res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=2, keep_dir=tmp_path / name)
+    assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")

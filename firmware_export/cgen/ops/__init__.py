@@ -5,9 +5,10 @@ ones before it, and all of them run before any operator is lowered (``firmware_e
 
 from __future__ import annotations
 
-from firmware_export.cgen.ops import add, boundary, conv, fully_connected, layout, mean, pool, softmax
+from firmware_export.cgen.ops import (activations, add, binary, boundary, conv, fully_connected, layout, mean,
+                                      pool, softmax)
 
-FAMILIES = (conv, fully_connected, pool, add, mean, softmax, layout, boundary)
+FAMILIES = (conv, fully_connected, pool, add, binary, mean, softmax, activations, layout, boundary)
 REGISTRY = {opcode: family for family in FAMILIES for opcode in family.OPCODES}
 SUPPORTED_OPS = tuple(REGISTRY)
 

@@ -1,5 +1,5 @@
-"""Data movement without arithmetic: PAD (ce_pad_s8), CONCATENATION (ce_copy_s8 per input) and RESHAPE (no code:
-the output shares the input's storage)."""
+"""Data movement without arithmetic: PAD (ce_pad_s8), CONCATENATION (ce_copy_s8 per input), TRANSPOSE
+(ce_transpose_s8, up to 4-D) and RESHAPE (no code: the output shares the input's storage)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from firmware_export.cgen.ops import common
 
-OPCODES = ("PAD", "CONCATENATION", "RESHAPE")
+OPCODES = ("PAD", "CONCATENATION", "RESHAPE", "TRANSPOSE")
 
 
 def pad_operands(bld, op):
@@ -41,16 +41,33 @@ def reshape_size(bld, op):
     return tx.nbytes == ty.nbytes, f"{tx.nbytes} B -> {ty.nbytes} B"
 
 
+def _perm(bld, op) -> list[int]:
+    return [int(v) for v in np.asarray(bld.t(op.inputs[1]).data).reshape(-1)]
+
+
+def transpose_permutation(bld, op):
+    """needs a constant permutation of at most 4 dimensions that matches the output shape"""
+    tx, tp, ty = bld.t(op.inputs[0]), bld.t(op.inputs[1]), bld.t(op.outputs[0])
+    if tp.data is None:
+        return False, "permutation not constant"
+    perm = _perm(bld, op)
+    rank = len(tx.shape)
+    ok = rank <= 4 and sorted(perm) == list(range(rank)) and \
+        [int(tx.shape[k]) for k in perm] == [int(d) for d in ty.shape]
+    return ok, f"permutation {perm} of {list(tx.shape)} -> {list(ty.shape)}"
+
+
 CONSTRAINTS = {
     "PAD": (common.int8_io, common.quantised_io, pad_operands, common.same_quantisation),
     "CONCATENATION": (common.int8_all, common.quantised_all, common.non_constant_inputs, no_fused_activation,
                       concat_quantisation),
     "RESHAPE": (common.data_input_not_constant, reshape_size),
+    "TRANSPOSE": (common.int8_io, common.data_input_not_constant, transpose_permutation),
 }
 
 
 def lower(bld, op) -> None:
-    {"PAD": _pad, "CONCATENATION": _concatenation, "RESHAPE": _reshape}[op.opcode](bld, op)
+    {"PAD": _pad, "CONCATENATION": _concatenation, "RESHAPE": _reshape, "TRANSPOSE": _transpose}[op.opcode](bld, op)
 
 
 def _pad(bld, op) -> None:
@@ -88,3 +105,21 @@ def _concatenation(bld, op) -> None:
 
 def _reshape(bld, op) -> None:
     bld.alias[op.outputs[0]] = op.inputs[0]  # in place: output aliases the input buffer
+
+
+def _transpose(bld, op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    shape = [int(d) for d in bld.t(x).shape]
+    lead = 4 - len(shape)
+    dims = [1] * lead + shape
+    perm = list(range(lead)) + [lead + k for k in _perm(bld, op)]
+    in_strides, step = [0] * 4, 1
+    for k in range(3, -1, -1):
+        in_strides[k] = step
+        step *= dims[k]
+    out_dims = [dims[k] for k in perm]
+    strides = [in_strides[k] for k in perm]
+    pn = bld.const_name("params")
+    bld.consts.append(f"static const ce_transpose_params {pn} = {{ {{{', '.join(map(str, out_dims))}}}, "
+                      f"{{{', '.join(map(str, strides))}}} }};\n")
+    bld.add_step(op, f"ce_transpose_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])

@@ -40,7 +40,10 @@ def lower(bld, op) -> None:
     inner = int(np.prod(tx.shape[axes[-1] + 1:], dtype=np.int64))
     sx, zx = bld.qparams(x)
     sy, zy = bld.qparams(y)
-    m, sh = quantize_multiplier(float(sx) / (float(sy) * reduce_))
+    # TFLM's QuantizedMeanOrSum: QuantizeMultiplier(input / output scale), then 1/N folded in with a shift
+    m, sh = quantize_multiplier(float(sx) / float(sy))
+    k = min(reduce_.bit_length() - 1, 32, 31 + sh)
+    m, sh = (m << k) // reduce_, sh - k
     pn = bld.const_name("params")
     bld.consts.append(f"static const ce_mean_params {pn} = {{ {outer}, {reduce_}, {inner}, {zx}, {zy}, {m}, {sh} }};\n")
     bld.add_step(op, f"ce_mean_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])

@@ -1438,6 +1438,77 @@ void ce_pad_s8(const ce_pad_params *p, const int8_t *in, int8_t *out)
 }
 
 /* byte copy (no C library call: keeps memcpy out of the firmware); in-place safe when out <= in */
+/* ---- element-wise int8 activations (RELU, RELU6, LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH) ------------------ */
+
+void ce_lut_s8(const int8_t *lut, const int8_t *in, int8_t *out, int32_t n)
+{
+    const int8_t *t = lut + 128;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = t[in[i]];
+    }
+}
+
+/* ---- SUB, MUL, MAXIMUM, MINIMUM (TFLM reference arithmetic, 4-D broadcasting) ---------------------------- */
+
+static inline int8_t ce_binary_one(const ce_binary_params *p, int32_t a, int32_t b)
+{
+    int32_t v;
+    switch (p->op) {
+    case 0: {
+        const int32_t s1 = ce_mbqm((int32_t)((uint32_t)(a + p->in1_offset) << 20), p->in1_mult, p->in1_shift);
+        const int32_t s2 = ce_mbqm((int32_t)((uint32_t)(b + p->in2_offset) << 20), p->in2_mult, p->in2_shift);
+        v = ce_mbqm(s1 - s2, p->out_mult, p->out_shift) + p->out_offset;
+        break;
+    }
+    case 1:
+        v = ce_mbqm((a + p->in1_offset) * (b + p->in2_offset), p->out_mult, p->out_shift) + p->out_offset;
+        break;
+    case 2:
+        v = a > b ? a : b;
+        break;
+    default:
+        v = a < b ? a : b;
+        break;
+    }
+    v = v < p->act_min ? p->act_min : v;
+    v = v > p->act_max ? p->act_max : v;
+    return (int8_t)v;
+}
+
+void ce_binary_s8(const ce_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+    int32_t i0, i1, i2, i3;
+    for (i0 = 0; i0 < p->dims[0]; ++i0) {
+        for (i1 = 0; i1 < p->dims[1]; ++i1) {
+            for (i2 = 0; i2 < p->dims[2]; ++i2) {
+                const int8_t *a = in1 + i0 * p->stride1[0] + i1 * p->stride1[1] + i2 * p->stride1[2];
+                const int8_t *b = in2 + i0 * p->stride2[0] + i1 * p->stride2[1] + i2 * p->stride2[2];
+                for (i3 = 0; i3 < p->dims[3]; ++i3) {
+                    *out++ = ce_binary_one(p, a[i3 * p->stride1[3]], b[i3 * p->stride2[3]]);
+                }
+            }
+        }
+    }
+}
+
+/* ---- TRANSPOSE ----------------------------------------------------------------------------------------- */
+
+void ce_transpose_s8(const ce_transpose_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t i0, i1, i2, i3;
+    for (i0 = 0; i0 < p->dims[0]; ++i0) {
+        for (i1 = 0; i1 < p->dims[1]; ++i1) {
+            for (i2 = 0; i2 < p->dims[2]; ++i2) {
+                const int8_t *src = in + i0 * p->stride[0] + i1 * p->stride[1] + i2 * p->stride[2];
+                for (i3 = 0; i3 < p->dims[3]; ++i3) {
+                    *out++ = src[i3 * p->stride[3]];
+                }
+            }
+        }
+    }
+}
+
 void ce_copy_s8(const int8_t *in, int8_t *out, int32_t n)
 {
     int32_t i;

@@ -90,6 +90,23 @@ typedef struct {
     int32_t pad_value;
 } ce_pad_params;
 
+/* SUB, MUL, MAXIMUM, MINIMUM over 4-D operands; a broadcast dimension has stride 0 */
+typedef struct {
+    int32_t op;                         /* 0 SUB, 1 MUL, 2 MAXIMUM, 3 MINIMUM */
+    int32_t dims[4];                    /* output dimensions */
+    int32_t stride1[4], stride2[4];     /* input element strides per output dimension */
+    int32_t in1_offset, in2_offset, out_offset;
+    int32_t in1_mult, in1_shift, in2_mult, in2_shift;  /* SUB: inputs to twice the larger scale, << 20 */
+    int32_t out_mult, out_shift;        /* SUB, MUL */
+    int32_t act_min, act_max;
+} ce_binary_params;
+
+/* TRANSPOSE of up to 4 dimensions: out[i0][i1][i2][i3] = in[sum_k i_k * stride[k]] */
+typedef struct {
+    int32_t dims[4];                    /* output dimensions */
+    int32_t stride[4];                  /* input element stride of each output dimension */
+} ce_transpose_params;
+
 int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
 void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
@@ -108,6 +125,10 @@ void ce_mean_s8(const ce_mean_params *p, const int8_t *in, int8_t *out);
 void ce_softmax_s8(const ce_softmax_params *p, const int8_t *in, int8_t *out);
 void ce_pad_s8(const ce_pad_params *p, const int8_t *in, int8_t *out);
 void ce_copy_s8(const int8_t *in, int8_t *out, int32_t n);
+void ce_binary_s8(const ce_binary_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void ce_transpose_s8(const ce_transpose_params *p, const int8_t *in, int8_t *out);
+/* element-wise table look-up: out[i] = lut[in[i] + 128] (the int8 activations, tables built by the generator) */
+void ce_lut_s8(const int8_t *lut, const int8_t *in, int8_t *out, int32_t n);
 void ce_quantize_f32_s8(const float *in, int8_t *out, int32_t n, float scale, int32_t zero_point);
 void ce_dequantize_s8_f32(const int8_t *in, float *out, int32_t n, double scale, int32_t zero_point);
 
