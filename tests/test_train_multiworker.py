@@ -26,12 +26,12 @@ from toolchain.train_cluster import TF_CONFIG_ENV, parse_tf_config, parse_worker
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240  # seconds per training run (a 2-worker run takes ~20 s on the 2-core CI machine)
 # seed001 (no BatchNorm, no Dropout: per-worker batch statistics / masks would differ by design), 2 epochs on a
-# 256-sample subset; the 144 validation samples end in a short batch, split unevenly across the workers.
+# 256-sample subset; the 144 validation samples end in a short batch (16, split 8 + 8).
 TRAIN = ["seed001_basic_cnn", "--dataset", "digits", "--epochs", "2", "--max-train-samples", "256",
          "--batch-size", "32", "--seed", "0", "--strategy", "multi-worker"]
 # Measured: two workers vs one worker differ by at most 5.8e-7 in any weight (weights up to 0.22) after 2 epochs:
-# float sums in another order. Asserted with margin.
-WEIGHT_ATOL = 1e-5
+# float sums in another order, which Adam amplifies in near-zero gradients (see the README). Asserted with margin.
+WEIGHT_ATOL = 1e-4
 
 
 def _free_ports(n: int) -> list[int]:

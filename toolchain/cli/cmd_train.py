@@ -64,7 +64,7 @@ def train_cmd(
 
       toolchain train seed004_cs231n --input-shape 32,32,3 --strategy mirrored --output runs/cs231n
 
-      toolchain train seed001_basic_cnn --strategy multi-worker --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0 --output runs/mw
+      toolchain train seed001_basic_cnn --strategy multi-worker --workers h0:2222,h1:2222 --worker-index 0 -o runs/mw
     """
     from toolchain.specs import DatasetSpec
     from toolchain.train import TrainOptions, train
