@@ -1,8 +1,8 @@
 """Multi-worker training (``--strategy multi-worker``): two worker processes on loopback produce the model of a
 one-worker run (same global batch, seed and data order) within the tolerance measured here; only the chief writes
-the run folder and the other worker leaves nothing behind; cluster options are validated (exit 2, one line, nothing
-written). Every subprocess runs in its own process group with a timeout and is killed with its group on any
-failure, so a stuck collective cannot hang CI."""
+the run folder and the other worker leaves nothing behind; TF_CONFIG, transfer learning and early stopping work
+across workers; cluster options are validated (exit 2, one line, nothing written). Every subprocess runs in its own
+process group with a timeout and is killed with its group on any failure, so a stuck collective cannot hang CI."""
 
 from __future__ import annotations
 
@@ -61,16 +61,25 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def _run_workers(output: Path, n: int, tmp: Path) -> list[subprocess.CompletedProcess]:
-    """Start ``n`` workers of one cluster on loopback and wait for all (killing every group on any failure)."""
-    workers = ",".join(f"127.0.0.1:{p}" for p in _free_ports(n))
+def _run_workers(output: Path, n: int, tmp: Path, train_args: list[str] = TRAIN,
+                 tf_config: bool = False) -> list[subprocess.CompletedProcess]:
+    """Start ``n`` workers of one cluster on loopback and wait for all (killing every group on any failure).
+
+    The cluster is given as ``--workers``/``--worker-index``, or with ``tf_config`` in each worker's TF_CONFIG.
+    """
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(n)]
     procs = []
     try:
         for i in range(n):
-            cmd = [sys.executable, "-m", "toolchain", "train", *TRAIN, "--workers", workers, "--worker-index", str(i),
-                   "--output", str(output)]
+            env = _env(tmp)
+            cmd = [sys.executable, "-m", "toolchain", "train", *train_args, "--output", str(output)]
+            if tf_config:
+                env[TF_CONFIG_ENV] = json.dumps({"cluster": {"worker": addresses},
+                                                 "task": {"type": "worker", "index": i}})
+            else:
+                cmd += ["--workers", ",".join(addresses), "--worker-index", str(i)]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          env=_env(tmp), start_new_session=True, **child_process_kwargs()))
+                                          env=env, start_new_session=True, **child_process_kwargs()))
         results = []
         for proc in procs:
             out, err = proc.communicate(timeout=TIMEOUT)
@@ -89,12 +98,20 @@ def _weights(run: Path) -> list[np.ndarray]:
     return keras.models.load_model(run / "model.keras", compile=False).get_weights()
 
 
-def test_two_workers_train_the_one_worker_model(tmp_path):
+@pytest.fixture(scope="module")
+def one_worker_run(tmp_path_factory) -> Path:
+    """The reference: the same training as a one-worker ``--strategy multi-worker`` run."""
+    base = tmp_path_factory.mktemp("mw_one")
+    (base / "tmp").mkdir()
+    _run_workers(base / "one", 1, base / "tmp")
+    return base / "one"
+
+
+def test_two_workers_train_the_one_worker_model(tmp_path, one_worker_run):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two = one_worker_run, tmp_path / "two"
     res2 = _run_workers(two, 2, scratch)
-    _run_workers(one, 1, scratch)
 
     # the chief wrote the run folder; the other worker printed one line and left no temp folder behind
     assert sorted(p.name for p in two.iterdir()) == ["history.json", "metadata.json", "model.keras", "training.png"]
@@ -122,6 +139,35 @@ def test_two_workers_train_the_one_worker_model(tmp_path):
         np.testing.assert_allclose(h2[key], h1[key], rtol=1e-5)
     assert h2["loss"][1] < h2["loss"][0]  # it trained
     assert meta2["float_test_accuracy"] == meta1["float_test_accuracy"] > 0.5
+
+
+def test_tf_config_transfer_learning_and_early_stopping(tmp_path, one_worker_run):
+    """TF_CONFIG instead of --workers, --init-from + --freeze-conv, and early stopping that fires: both workers stop
+    at the same epoch (a worker stopping alone would hang the other) and the best epoch's weights are saved."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "xfer"
+    args = ["--dataset", "digits", "--init-from", str(one_worker_run), "--freeze-conv", "--epochs", "5",
+            "--patience", "1", "--learning-rate", "0.05", "--max-train-samples", "128", "--strategy", "multi-worker"]
+    res = _run_workers(out, 2, scratch, args, tf_config=True)
+    meta = json.loads((out / "metadata.json").read_text())
+    hist = json.loads((out / "history.json").read_text())
+    t = meta["training"]
+    assert (t["cluster_from"], t["workers"], t["frozen_layers"]) == ("TF_CONFIG", 2, ["conv1", "conv2"])
+    # measured: val loss 51.6, 1.98, 1.94, 2.08 -> stops after epoch 4 with the weights of epoch 3
+    assert meta["epochs_run"] < 5 and meta["best_epoch"] == meta["epochs_run"] - 1
+    assert f"trained {meta['epochs_run']} epochs" in res[1].stdout  # the other worker stopped at the same epoch
+    val_acc = hist["history"]["val_accuracy"][meta["best_epoch"] - 1]
+    assert meta["float_val_accuracy"] == pytest.approx(val_acc, abs=1e-9)  # best weights restored and saved
+    import keras
+
+    src = keras.models.load_model(one_worker_run / "model.keras", compile=False)
+    new = keras.models.load_model(out / "model.keras", compile=False)
+    for name in ("conv1", "conv2"):  # frozen on every worker
+        for a, b in zip(src.get_layer(name).get_weights(), new.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(src.get_layer("dense").get_weights()[0], new.get_layer("dense").get_weights()[0])
+    assert list(scratch.iterdir()) == []
 
 
 def _run(args, capsys):
