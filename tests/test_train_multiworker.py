@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from toolchain.procutil import child_process_kwargs
 from toolchain.train_cluster import TF_CONFIG_ENV, parse_tf_config, parse_workers
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 240  # seconds per training run (a 2-worker run takes ~20 s on the 2-core CI machine)
+TIMEOUT = 240  # seconds for all workers of one training run (a 2-worker run takes ~20 s on the 2-core CI machine)
 # seed001 (no BatchNorm, no Dropout: per-worker batch statistics / masks would differ by design), 2 epochs on a
 # 256-sample subset; the 144 validation samples end in a short batch (16, split 8 + 8).
 TRAIN = ["seed001_basic_cnn", "--dataset", "digits", "--epochs", "2", "--max-train-samples", "256",
@@ -80,9 +81,9 @@ def _run_workers(output: Path, n: int, tmp: Path, train_args: list[str] = TRAIN,
                 cmd += ["--workers", ",".join(addresses), "--worker-index", str(i)]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                           env=env, start_new_session=True, **child_process_kwargs()))
-        results = []
+        results, deadline = [], time.monotonic() + TIMEOUT
         for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT)
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
             results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
             assert proc.returncode == 0, f"worker exited {proc.returncode}: {err[-3000:]}"
         return results
@@ -168,6 +169,40 @@ def test_tf_config_transfer_learning_and_early_stopping(tmp_path, one_worker_run
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(src.get_layer("dense").get_weights()[0], new.get_layer("dense").get_weights()[0])
     assert list(scratch.iterdir()) == []
+
+
+def test_a_worker_that_dies_stops_the_chief_with_one_line(tmp_path):
+    """Kill worker 1 during training: the chief notices (broken connection or TensorFlow's heartbeats), exits 2
+    with one line, and writes nothing (measured: within 7 s of the kill)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "never"
+    addresses = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    args = [*TRAIN, "--epochs", "50", "--patience", "0", "--workers", addresses, "--output", str(out)]
+    procs, logs = [], [tmp_path / f"w{i}.err" for i in range(2)]
+    try:
+        for i in range(2):
+            with open(logs[i], "w") as err:
+                procs.append(subprocess.Popen([sys.executable, "-m", "toolchain", "train", *args, "--worker-index",
+                                               str(i)], stdout=subprocess.DEVNULL, stderr=err, env=_env(scratch),
+                                              start_new_session=True, **child_process_kwargs()))
+        deadline = time.monotonic() + TIMEOUT
+        while "epoch 1/50" not in logs[1].read_text() and time.monotonic() < deadline:
+            assert procs[1].poll() is None, logs[1].read_text()[-3000:]
+            time.sleep(0.2)
+        _kill_group(procs[1])
+        code = procs[0].wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                _kill_group(proc)
+    err = logs[0].read_text()
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2, err[-3000:]
+    assert len(lines) == 1 and "a worker stopped or cannot be reached" in lines[0], err[-3000:]
+    # TensorFlow reports either the unhealthy task (heartbeats) or the broken connection, whichever comes first
+    assert ("/job:worker/replica:0/task:1" in lines[0] or "UnavailableError: " in lines[0]) and "Traceback" not in err
+    assert not out.exists()
 
 
 def _run(args, capsys):

@@ -27,11 +27,13 @@ TensorFlow is imported inside functions only.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 import numpy as np
 
+from toolchain.errors import ClusterError
 from toolchain.train_cluster import ClusterConfig
 
 log = logging.getLogger("toolchain.train")
@@ -122,8 +124,11 @@ def fit(net, strategy, train_ds, val_ds, epochs: int, patience: int) -> dict[str
     best_loss, best_weights, waited = np.inf, None, 0
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        loss, acc = run_epoch(train_step, train_dist)
-        val_loss, val_acc = run_epoch(eval_step, val_dist)
+        try:
+            loss, acc = run_epoch(train_step, train_dist)
+            val_loss, val_acc = run_epoch(eval_step, val_dist)
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+            raise _cluster_failed(exc, epoch + 1) from exc
         for key, value in (("loss", loss), ("accuracy", acc), ("val_loss", val_loss), ("val_accuracy", val_acc)):
             history[key].append(float(value))
         log.info("epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f (%.1f s)", epoch + 1,
@@ -137,6 +142,21 @@ def fit(net, strategy, train_ds, val_ds, epochs: int, patience: int) -> dict[str
     if best_weights is not None:
         net.set_weights(best_weights)
     return history
+
+
+def _cluster_failed(exc, epoch: int) -> ClusterError:
+    """TensorFlow's multi-line collective error -> one line naming the unhealthy task(s) when it says which."""
+    text = str(exc.message)
+    tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text.split("unhealthy", 1)[1]))) \
+        if "unhealthy" in text else []
+    return ClusterError(f"multi-worker training stopped in epoch {epoch}: a worker stopped or cannot be reached "
+                        "(every worker must run until the end)",
+                        received=", ".join(tasks) if tasks else _first_line(type(exc).__name__, text))
+
+
+def _first_line(kind: str, text: str) -> str:
+    detail = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip().splitlines()
+    return f"{kind}: {detail[0][:160]}" if detail else kind
 
 
 def local_copy(net) -> Any:
