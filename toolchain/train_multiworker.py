@@ -82,7 +82,7 @@ def fit(net, strategy, train_ds, val_ds, epochs: int, patience: int) -> dict[str
     val_dist = strategy.experimental_distribute_dataset(_sharded(val_ds))
     SUM = tf.distribute.ReduceOp.SUM
 
-    def _sums(x, y, probs):
+    def _sums(y, probs):
         y = tf.cast(y, tf.int64)
         per_sample = keras.losses.sparse_categorical_crossentropy(y, probs)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=-1), y), tf.float32))
@@ -92,7 +92,7 @@ def fit(net, strategy, train_ds, val_ds, epochs: int, patience: int) -> dict[str
         ctx = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
             probs = net(x, training=True)
-            loss_sum, correct, n = _sums(x, y, probs)
+            loss_sum, correct, n = _sums(y, probs)
             n_global = ctx.all_reduce(SUM, n)
             loss = loss_sum / tf.maximum(n_global, 1.0)
             if net.losses:  # regularisers: counted once per step in total
@@ -102,7 +102,7 @@ def fit(net, strategy, train_ds, val_ds, epochs: int, patience: int) -> dict[str
         return loss_sum, correct, n
 
     def replica_eval(x, y):
-        return _sums(x, y, net(x, training=False))
+        return _sums(y, net(x, training=False))
 
     @tf.function(reduce_retracing=True)
     def train_step(batch):
