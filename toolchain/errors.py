@@ -55,6 +55,10 @@ class RuntimeUnavailableError(ToolchainError):
     """A requested inference runtime or external tool is not installed."""
 
 
+class ClusterError(ToolchainError):
+    """A multi-worker training cluster failed (a worker stopped or cannot be reached)."""
+
+
 class CheckFailed(Exception):
     """Not an error: the run finished but a gate/check failed (CLI exit code 1)."""
 

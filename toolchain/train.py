@@ -9,6 +9,10 @@
   and the classifier head is replaced for the new dataset's class count.
 * ``strategy="mirrored"``: data-parallel training under ``tf.distribute.MirroredStrategy`` (all GPUs, or all
   logical CPU devices when there is no GPU).
+* ``strategy="multi-worker"``: synchronous data-parallel training over several processes or machines
+  (``tf.distribute.MultiWorkerMirroredStrategy``, :mod:`toolchain.train_multiworker`); the cluster comes from
+  ``workers`` + ``worker_index`` or the ``TF_CONFIG`` environment variable (:mod:`toolchain.train_cluster`). Only
+  the chief (worker 0) writes the run folder; the others write theirs to a temporary folder that is removed.
 
 TensorFlow/Keras are imported inside functions only.
 """
@@ -19,6 +23,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,7 @@ from toolchain.fsutil import atomic_write_json, check_output_dir
 from toolchain.fsutil import output_dir as _atomic_output_dir
 from toolchain.keras_io import check_keras_file
 from toolchain.specs import DatasetSpec, RunRecord, SplitParams
+from toolchain.train_cluster import ClusterConfig, resolve_cluster
 from toolchain.train_helpers import (  # noqa: F401  (_augmenter and others re-exported)
     _BACKBONE_TYPES,
     _accuracy,
@@ -50,7 +56,7 @@ from toolchain.train_helpers import (  # noqa: F401  (_augmenter and others re-e
 
 log = logging.getLogger("toolchain.train")
 
-STRATEGIES = ("mirrored",)
+STRATEGIES = ("mirrored", "multi-worker")
 TEST_FRACTION = 0.2
 
 
@@ -69,6 +75,8 @@ class TrainOptions:
     input_shape: Sequence[int] | str | None = None
     max_train_samples: int | None = None  # train on a subset (quick experiments / tests)
     run_eagerly: bool = False  # skip tf.function tracing: faster for a handful of steps, slower for real runs
+    workers: str | None = None  # multi-worker: "host:port,host:port,..." (else TF_CONFIG)
+    worker_index: int | None = None  # multi-worker: this process's position in ``workers`` (0 = chief)
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -95,6 +103,19 @@ class TrainOptions:
                                                    or self.max_train_samples < 1):
             raise UsageError("max train samples must be a positive integer",
                              received=f"--max-train-samples={self.max_train_samples}")
+        if self.strategy == "multi-worker" and self.run_eagerly:
+            raise UsageError("--eager is not available with --strategy multi-worker (its training loop runs the "
+                             "collective all-reduce in a traced tf.function); drop --eager",
+                             received="--strategy multi-worker --eager")
+
+    def cluster(self, environ=None) -> ClusterConfig | None:
+        """The multi-worker cluster (None for other strategies); refuses cluster options that would be ignored."""
+        cluster = resolve_cluster(self.strategy, self.workers, self.worker_index,
+                                  os.environ if environ is None else environ)
+        if cluster is not None and self.batch_size < cluster.num_workers:
+            raise UsageError(f"the global batch must hold at least one sample per worker ({cluster.num_workers})",
+                             received=f"--batch-size={self.batch_size}")
+        return cluster
 
 
 
@@ -107,6 +128,7 @@ def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir
     """
     opts = options or TrainOptions()
     opts.validate()
+    cluster = opts.cluster()
     import models
 
     init_path = check_keras_file(opts.init_from) if opts.init_from else None
@@ -131,7 +153,8 @@ def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir
     shape_override = models.parse_input_shape(opts.input_shape)
     if shape_override is not None and len(shape_override) != 3:
         raise ModelError("--input-shape for a classifier must be H,W,C", received=opts.input_shape)
-    out = check_output_dir(output_dir, force)
+    # A non-chief worker never writes to the output folder (the chief may be creating it right now).
+    out = check_output_dir(output_dir, force) if cluster is None or cluster.is_chief else Path(output_dir)
 
     from toolchain import data as tdata
 
@@ -143,7 +166,7 @@ def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir
 
     with _deterministic(opts.seed):
         return _fit_and_save(model_name, dataset, ds, out, opts, init_path, init_meta, shape_override, force,
-                             t_start)
+                             t_start, cluster)
 
 
 BN_REESTIMATE_SAMPLES = 512
@@ -184,13 +207,15 @@ def _reestimate_batchnorm(net, x_train: np.ndarray, y_train: np.ndarray, seed: i
 
 
 def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptions, init_path: Path | None,
-                  init_meta: dict[str, Any] | None, shape_override, force: bool, t_start: float) -> dict[str, Any]:
+                  init_meta: dict[str, Any] | None, shape_override, force: bool, t_start: float,
+                  cluster: ClusterConfig | None = None) -> dict[str, Any]:
     import keras
 
     import models
     from toolchain import data as tdata
+    from toolchain import train_multiworker
 
-    strategy = _strategy(opts.strategy)
+    strategy = train_multiworker.make_strategy(cluster) if cluster is not None else _strategy(opts.strategy)
     replicas = int(strategy.num_replicas_in_sync)
     with strategy.scope():
         if init_path is not None:
@@ -231,9 +256,12 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     weights_before = ({n: [w.numpy().copy() for w in net.get_layer(n).weights]
                        for n in build_info.get("frozen_layers", [])})
-    hist = net.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=0, shuffle=False,
-                   callbacks=[stopper, _EpochLogger.make(opts.epochs)])
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    if cluster is not None:  # Keras' fit does not run under MultiWorkerMirroredStrategy: see train_multiworker
+        history = train_multiworker.fit(net, strategy, train_ds, val_ds, opts.epochs, opts.patience)
+    else:
+        hist = net.fit(train_ds, validation_data=val_ds, epochs=opts.epochs, verbose=0, shuffle=False,
+                       callbacks=[stopper, _EpochLogger.make(opts.epochs)])
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     epochs_run = len(history.get("loss", []))
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else epochs_run
 
@@ -241,6 +269,8 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
         after = [w.numpy() for w in net.get_layer(name).weights]
         if not all(np.array_equal(a, b) for a, b in zip(before, after)):
             raise ModelError("a frozen backbone layer changed during training", received=name)
+    if cluster is not None:
+        net = train_multiworker.local_copy(net)
 
     bn_layers, bn_samples = _reestimate_batchnorm(net, x_train, y_tr, opts.seed)
     if bn_layers:
@@ -273,7 +303,8 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
         "training": {
             "epochs": opts.epochs, "batch_size": opts.batch_size, "learning_rate": float(opts.learning_rate),
             "patience": opts.patience, "augment": bool(opts.augment), "strategy": opts.strategy,
-            "replicas": replicas, "trainable_params": trainable,
+            "replicas": replicas, "workers": cluster.num_workers if cluster else 1,
+            "global_batch_size": opts.batch_size, "trainable_params": trainable,
             "init_from": str(init_path) if init_path else None,
             "freeze_conv": bool(opts.freeze_conv), "max_train_samples": opts.max_train_samples,
             "run_eagerly": bool(opts.run_eagerly),
@@ -284,14 +315,25 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
     }
     if init_meta:
         metadata["training"]["init_from_model"] = init_meta.get("model")
+    if cluster is not None:
+        metadata["training"].update({"worker_index": cluster.index, "cluster_from": cluster.source,
+                                     "auto_shard_policy": train_multiworker.AUTO_SHARD_POLICY})
 
-    with _atomic_output_dir(out, force) as tmp:
-        export.save(tmp / "model.keras")
-        atomic_write_json(tmp / "history.json", {"epochs_run": epochs_run, "best_epoch": best_epoch,
-                                                 "history": history})
-        _plot(history, tmp / "training.png",
+    def write(folder: Path) -> None:
+        export.save(folder / "model.keras")
+        atomic_write_json(folder / "history.json", {"epochs_run": epochs_run, "best_epoch": best_epoch,
+                                                    "history": history})
+        _plot(history, folder / "training.png",
               f"{model_name} on {dataset}: test accuracy {test_acc * 100:.1f} %")
-        atomic_write_json(tmp / "metadata.json", metadata)
+        atomic_write_json(folder / "metadata.json", metadata)
+
+    if cluster is not None and not cluster.is_chief:  # Keras' multi-worker save: the others save to a temp dir
+        with tempfile.TemporaryDirectory(prefix=f"toolchain-worker{cluster.index}-") as scratch:
+            write(Path(scratch))
+        log.debug("worker %d of %d: run folder written by the chief only", cluster.index, cluster.num_workers)
+        return metadata
+    with _atomic_output_dir(out, force) as tmp:
+        write(tmp)
     log.debug("test accuracy %.2f %% after %d epochs; wrote %s", test_acc * 100, epochs_run, out)
     return metadata
 

@@ -33,7 +33,16 @@ def train_cmd(
                                             help="Start from a trained model (run folder or .keras file)."),
     freeze_conv: bool = typer.Option(False, "--freeze-conv",
                                      help="With --init-from: freeze the conv backbone, train a new head."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Distribution strategy: mirrored."),
+    strategy: Optional[str] = typer.Option(None, "--strategy",
+                                           help="Distribution strategy: mirrored (this machine's devices) | "
+                                                "multi-worker (several processes/machines; cluster from --workers "
+                                                "or TF_CONFIG)."),
+    workers: Optional[str] = typer.Option(None, "--workers",
+                                          help="Multi-worker: every worker's host:port, comma-separated, the chief "
+                                               "first (instead of TF_CONFIG). The same list on every worker."),
+    worker_index: Optional[int] = typer.Option(None, "--worker-index",
+                                               help="Multi-worker with --workers: this worker's position in the "
+                                                    "list (0 = chief, which writes the run folder)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Override the model input, H,W,C."),
     max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples",
                                                     help="Train on a class-balanced subset of this size."),
@@ -54,6 +63,8 @@ def train_cmd(
       toolchain train --init-from runs/s1 --freeze-conv --dataset npz:letters.npz --output runs/s1_letters
 
       toolchain train seed004_cs231n --input-shape 32,32,3 --strategy mirrored --output runs/cs231n
+
+      toolchain train seed001_basic_cnn --strategy multi-worker --workers h0:2222,h1:2222 --worker-index 0 -o runs/mw
     """
     from toolchain.specs import DatasetSpec
     from toolchain.train import TrainOptions, train
@@ -61,14 +72,22 @@ def train_cmd(
     options = TrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                            seed=seed, augment=augment, init_from=init_from, freeze_conv=freeze_conv,
                            strategy=strategy, val_fraction=val_fraction, input_shape=input_shape,
-                           max_train_samples=max_train_samples, run_eagerly=eager)
+                           max_train_samples=max_train_samples, run_eagerly=eager, workers=workers,
+                           worker_index=worker_index)
     meta = train(model, DatasetSpec.parse(dataset, input_scale), output, options, force=force)
     t = meta["training"]
+    if t.get("worker_index", 0) != 0:
+        console.print(f"worker {t['worker_index']} of {t['workers']} (multi-worker strategy, replicas: "
+                      f"{t['replicas']}): trained {meta['epochs_run']} epochs in "
+                      f"{t['seconds']:.1f} s; the run folder {output} is written by the chief (worker 0) only",
+                      markup=False)
+        return
     lines = [
         f"trained {meta['model']} on {meta['dataset']}: float test accuracy "
         f"{meta['float_test_accuracy'] * 100:.2f} % ({meta['samples']['test']} test samples)",
         f"params {meta['params']:,}; epochs run {meta['epochs_run']} (best {meta['best_epoch']}); "
-        f"{t['seconds']:.1f} s" + (f"; {t['strategy']} strategy, replicas: {t['replicas']}" if t.get("strategy") else ""),
+        f"{t['seconds']:.1f} s" + (f"; {t['strategy']} strategy, replicas: {t['replicas']}" if t.get("strategy") else "")
+        + (f", workers: {t['workers']}" if t.get("strategy") == "multi-worker" else ""),
         f"output: {output} (model.keras, metadata.json, history.json, training.png)",
     ]
     for line in lines:
