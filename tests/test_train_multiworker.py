@@ -205,6 +205,29 @@ def test_a_worker_that_dies_stops_the_chief_with_one_line(tmp_path):
     assert not out.exists()
 
 
+def test_a_cluster_that_never_completes_ends_after_the_startup_timeout(tmp_path):
+    """Only worker 0 of a two-worker cluster starts: TensorFlow would wait forever; --cluster-timeout ends it with
+    exit 2 and one line, and nothing is written."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "never"
+    addresses = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    cmd = [sys.executable, "-m", "toolchain", "train", *TRAIN, "--workers", addresses, "--worker-index", "0",
+           "--cluster-timeout", "3", "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(scratch),
+                            start_new_session=True, **child_process_kwargs())
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2, err[-3000:]
+    assert len(lines) == 1 and "the cluster did not start within 3 s" in lines[0], err[-3000:]
+    assert addresses.split(",")[1] in lines[0] and "Traceback" not in err
+    assert not out.exists()
+
+
 def _run(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -237,6 +260,9 @@ GOOD_WORKERS = ["--workers", "127.0.0.1:2222,127.0.0.1:2223"]
      "task.index must be in 0..0"),
     (["--strategy", "multi-worker"], '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}', "task.type"),
     (["--strategy", "multi-worker", "--eager"] + GOOD_WORKERS + ["--worker-index", "0"], None, "--eager"),
+    (["--strategy", "mirrored", "--cluster-timeout", "5"], None, "--cluster-timeout applies to --strategy multi"),
+    (["--strategy", "multi-worker", "--cluster-timeout", "0"] + GOOD_WORKERS + ["--worker-index", "0"], None,
+     "cluster timeout must be a positive number"),
     (["--strategy", "multi-worker", "--batch-size", "1"] + GOOD_WORKERS + ["--worker-index", "0"], None,
      "one sample per worker"),
 ])

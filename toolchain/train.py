@@ -77,6 +77,7 @@ class TrainOptions:
     run_eagerly: bool = False  # skip tf.function tracing: faster for a handful of steps, slower for real runs
     workers: str | None = None  # multi-worker: "host:port,host:port,..." (else TF_CONFIG)
     worker_index: int | None = None  # multi-worker: this process's position in ``workers`` (0 = chief)
+    cluster_timeout: float | None = None  # multi-worker: seconds to wait for every worker to start (default 600)
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -93,6 +94,14 @@ class TrainOptions:
             raise UsageError("seed must be an integer >= 0", received=f"--seed={self.seed}")
         if not (0.0 < float(self.val_fraction) < 0.5):
             raise UsageError("validation fraction must be in (0, 0.5)", received=f"--val-fraction={self.val_fraction}")
+        if self.cluster_timeout is not None:
+            if not (isinstance(self.cluster_timeout, (int, float)) and math.isfinite(self.cluster_timeout)
+                    and self.cluster_timeout > 0):
+                raise UsageError("cluster timeout must be a positive number of seconds",
+                                 received=f"--cluster-timeout={self.cluster_timeout}")
+            if self.strategy != "multi-worker":
+                raise UsageError("--cluster-timeout applies to --strategy multi-worker only",
+                                 received=f"--strategy={self.strategy}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise UsageError(f"unknown distribution strategy (known: {', '.join(STRATEGIES)})",
                              received=f"--strategy={self.strategy}")
@@ -215,7 +224,11 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
     from toolchain import data as tdata
     from toolchain import train_multiworker
 
-    strategy = train_multiworker.make_strategy(cluster) if cluster is not None else _strategy(opts.strategy)
+    if cluster is not None:
+        strategy = train_multiworker.make_strategy(cluster, opts.cluster_timeout or
+                                                   train_multiworker.DEFAULT_STARTUP_TIMEOUT)
+    else:
+        strategy = _strategy(opts.strategy)
     replicas = int(strategy.num_replicas_in_sync)
     with strategy.scope():
         if init_path is not None:

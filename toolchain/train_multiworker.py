@@ -41,10 +41,14 @@ log = logging.getLogger("toolchain.train")
 AUTO_SHARD_POLICY = "DATA"
 
 
-def make_strategy(cluster: ClusterConfig):
+DEFAULT_STARTUP_TIMEOUT = 600.0  # seconds to wait for every worker of the cluster to start
+
+
+def make_strategy(cluster: ClusterConfig, startup_timeout: float = DEFAULT_STARTUP_TIMEOUT):
     """The strategy for ``cluster`` (its TF_CONFIG passed as a cluster resolver: ``os.environ`` is not changed).
 
-    Blocks until every worker of the cluster has started (TensorFlow's own behaviour).
+    Blocks until every worker of the cluster has started, at most ``startup_timeout`` seconds (then ClusterError:
+    nothing has been written at that point).
     """
     import tensorflow as tf
 
@@ -54,7 +58,31 @@ def make_strategy(cluster: ClusterConfig):
     log.info("multi-worker: worker %d of %d (%s %d in %s), waiting for the cluster", cluster.index,
              cluster.num_workers, job, index, ", ".join(cluster.addresses))
     log.debug("TF_CONFIG equivalent: %s", cluster.tf_config())
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    # TensorFlow configures its coordination service like this itself (collective_all_reduce_strategy.py) with no
+    # registration deadline (it waits for missing workers forever, in native code that holds the GIL); configured
+    # first, the same service gets one, and a missing worker becomes an error after ``startup_timeout`` seconds.
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    spec = resolver.cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=j, num_tasks=spec.num_tasks(j))
+            for j in ("chief", "worker") if j in spec.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(startup_timeout * 1000))
+    # the leader too: registration as a barrier of every task, bounded by the same deadline
+    context.context().coordination_service.cluster_register_with_barrier = True
+    t0 = time.monotonic()
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.InternalError) as exc:
+        raise ClusterError(f"the cluster did not start within {startup_timeout:g} s (every worker must run the same "
+                           f"command with its own index)",
+                           received=f"worker {cluster.index} of {cluster.num_workers}, cluster "
+                                    f"{', '.join(cluster.addresses)} after {time.monotonic() - t0:.0f} s: "
+                                    f"{_first_line(type(exc).__name__, str(exc))}") from exc
 
 
 def _sharded(dataset):

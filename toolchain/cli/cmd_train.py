@@ -43,6 +43,9 @@ def train_cmd(
     worker_index: Optional[int] = typer.Option(None, "--worker-index",
                                                help="Multi-worker with --workers: this worker's position in the "
                                                     "list (0 = chief, which writes the run folder)."),
+    cluster_timeout: Optional[float] = typer.Option(None, "--cluster-timeout",
+                                          help="Multi-worker: seconds to wait for every worker to start, then "
+                                               "exit 2 (default 600)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Override the model input, H,W,C."),
     max_train_samples: Optional[int] = typer.Option(None, "--max-train-samples",
                                                     help="Train on a class-balanced subset of this size."),
@@ -73,7 +76,7 @@ def train_cmd(
                            seed=seed, augment=augment, init_from=init_from, freeze_conv=freeze_conv,
                            strategy=strategy, val_fraction=val_fraction, input_shape=input_shape,
                            max_train_samples=max_train_samples, run_eagerly=eager, workers=workers,
-                           worker_index=worker_index)
+                           worker_index=worker_index, cluster_timeout=cluster_timeout)
     meta = train(model, DatasetSpec.parse(dataset, input_scale), output, options, force=force)
     t = meta["training"]
     if t.get("worker_index", 0) != 0:
