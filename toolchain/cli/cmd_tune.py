@@ -11,9 +11,9 @@ from toolchain.cli.app import app, console
 from toolchain.tune.run import DEFAULT_EPOCHS, DEFAULT_TRIALS
 
 
-def trial_line(t: dict[str, Any], total: int) -> str:
+def trial_line(t: dict[str, Any]) -> str:
     """One progress line per finished trial."""
-    head = f"trial {t['number'] + 1:>3}/{total} {t['describe']:<44}"
+    head = f"trial {t['number']:>3} {t['describe']:<44}"
     w = t.get("worker") or {}
     who = f"pid {w.get('pid')}" if w else ""
     if t["state"] == "PRUNED":
@@ -83,7 +83,7 @@ def tune_cmd(
                           max_latency_ms=max_latency_ms, max_accuracy_drop=max_accuracy_drop, space=space, seed=seed,
                           storage=storage, workers=workers, epochs=epochs, batch_size=batch_size,
                           max_train_samples=max_train_samples, on_target=on_target)
-    s = run_tune(options, on_trial=lambda t: console.print(trial_line(t, trials), markup=False))
+    s = run_tune(options, on_trial=lambda t: console.print(trial_line(t), markup=False))
     c = s["counts"]
     console.print("")
     console.print(f"tune: {c['trials']} trials ({c['new_this_run']} run now, {c['trained']} trained, "

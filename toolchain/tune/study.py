@@ -12,6 +12,10 @@ architecture.
 **Surplus.** ``--trials N`` counts the study's non-FAIL trials. Workers that do not share a lock (other machines)
 can start more; a trial of rank >= N is told FAIL at once (user attr ``surplus``) and never counted.
 
+**Invalid architectures** (a feature map below 1x1) and repeats of a finished trial the draw can see are redrawn
+inside the sampler (recorded in its scratch study as infeasible, or with the earlier trial's outcome), so they use
+no trial.
+
 **Recovery.** Before the workers start: a RUNNING trial of this host whose worker process is gone, and a FAIL trial
 that was interrupted (Ctrl-C, kill), are re-queued once with the same architecture (Optuna's retry callback). Other
 hosts' dead workers are found by Optuna's heartbeat (RDB storage, ``HEARTBEAT_S`` / ``GRACE_S``).
@@ -30,12 +34,17 @@ from toolchain.procutil import pid_alive
 HEARTBEAT_S = 30
 GRACE_S = 120
 POLL_S = 0.5
+MAX_DRAWS = 200  # redraws of an architecture that cannot be built (then it is tried and pruned)
 STARTUP_TRIALS = 5  # random architectures before TPE models the results
 STUDY_NAME = "toolchain-tune"
 FORMAT = "toolchain-tune-study/1"
 # settings that define the study: a rerun with other values would mix two searches
 KEYS = ("format", "dataset", "target", "space", "seed", "epochs", "batch_size", "max_train_samples",
         "max_accuracy_drop", "max_latency_ms", "on_target", "lag", "startup_trials")
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
 
 
 class SurplusTrial(Exception):
@@ -134,7 +143,8 @@ def recover(study) -> list[int]:
 class LaggedSampler:
     """A sampler whose draw for a trial depends only on (seed, rank, the trials of rank <= rank - lag)."""
 
-    def __init__(self, settings: dict[str, Any], n_trials: int, suggest: Callable[[Any], Any]):
+    def __init__(self, settings: dict[str, Any], n_trials: int, suggest: Callable[[Any], Any],
+                 valid: Callable[[Any], bool] | None = None):
         optuna = _optuna()
 
         class _Sampler(optuna.samplers.BaseSampler):
@@ -156,6 +166,7 @@ class LaggedSampler:
         self.settings = settings
         self.n_trials = int(n_trials)
         self.suggest = suggest
+        self.valid = valid  # an architecture that cannot be built is redrawn (it would waste a trial)
         self.plan: dict[str, Any] | None = None
         self.surplus = False
         self.on_created: Callable[[], None] | None = None  # called once the trial exists in the storage
@@ -194,6 +205,18 @@ class LaggedSampler:
                 state=t.state, value=t.value if t.state == TrialState.COMPLETE else None, params=t.params,
                 distributions=t.distributions,
                 system_attrs={"constraints": list(t.user_attrs.get("constraints", [1.0]))}))
-        probe = tmp.ask()
-        self.suggest(probe)
+        seen = {_key(t.params): t for t in done}
+        for _ in range(MAX_DRAWS):
+            probe = tmp.ask()
+            drawn = self.suggest(probe)
+            twin = seen.get(_key(probe.params))
+            if (self.valid is None or self.valid(drawn)) and twin is None:
+                break
+            # an invalid draw is infeasible; a repeat of a finished trial gets that trial's outcome (not retrained)
+            cons = [1.0] if twin is None else list(twin.user_attrs.get("constraints", [1.0]))
+            tmp._storage.set_trial_system_attr(probe._trial_id, "constraints", cons)
+            if twin is not None and twin.state == TrialState.COMPLETE:
+                tmp.tell(probe, twin.value)
+            else:
+                tmp.tell(probe, state=TrialState.PRUNED)
         self.plan = dict(probe.params)

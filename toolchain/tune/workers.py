@@ -9,6 +9,7 @@ trial that finished (``on_trial``); it imports no TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue as queue_mod
 import time
@@ -45,11 +46,20 @@ def _loop(url: str, n_trials: int, ctx: dict[str, Any], settings: dict[str, Any]
     from toolchain.tune import study as tstudy
     from toolchain.tune.objective import objective
     from toolchain.tune.objective import context_from
-    from toolchain.tune.space import suggest
+    from toolchain.tune.space import InvalidArchitecture, static_costs, suggest
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing warnings of many small models
 
     tctx = context_from(ctx)
     study = tstudy.open_study(url, settings, create=False)
-    sampler = tstudy.LaggedSampler(settings, n_trials, lambda t: suggest(t, tctx.space))
+    def valid(arch) -> bool:
+        try:
+            static_costs(arch, tctx.channels, tctx.num_classes)
+        except InvalidArchitecture:
+            return False
+        return True
+
+    sampler = tstudy.LaggedSampler(settings, n_trials, lambda t: suggest(t, tctx.space), valid)
     study.sampler = sampler.sampler
     while True:
         held = [lock.acquire()]

@@ -1,0 +1,150 @@
+"""`toolchain tune`: static costs against Keras and the C engine, the Pareto front against a NumPy dominance oracle,
+pruning before training on a tiny board, resuming an interrupted study, same seed -> same trials, two workers
+sharing one sqlite study, and the winner's run folder exported like any run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware_export.targets import Target, get_target
+from tests.helpers import run_cli
+from toolchain.tune import pareto
+from toolchain.tune.space import CHOICES, Architecture, InvalidArchitecture, build, static_costs
+
+QUICK = ["--epochs", "1", "--max-train-samples", "150", "--host-only", "--workers", "1"]
+
+
+def _int8_bytes(model) -> int:
+    """Weights 1 B + biases 4 B, read from the built Keras layers (independent of static_costs)."""
+    total = 0
+    for layer in model.layers:
+        for w in layer.weights:
+            n = int(np.prod(w.shape))
+            total += 4 * n if "bias" in w.path else n
+    return total
+
+
+def _archs(n: int, seed: int) -> list[Architecture]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        d = {k: v[int(rng.integers(len(v)))] for k, v in CHOICES.items()}
+        out.append(Architecture(family=("cnn", "dscnn")[int(rng.integers(2))], **d))
+    return out
+
+
+def test_static_costs_are_the_keras_models_and_invalid_shapes_are_refused():
+    checked = invalid = 0
+    for arch in _archs(40, seed=1):
+        try:
+            costs = static_costs(arch, 1, 10)
+        except InvalidArchitecture:
+            invalid += 1
+            with pytest.raises(ValueError):
+                build(arch, (arch.resolution, arch.resolution, 1), 10)
+            continue
+        model = build(arch, (arch.resolution, arch.resolution, 1), 10)
+        assert costs["params"] == model.count_params(), arch
+        assert costs["int8_weight_bytes"] == _int8_bytes(model), arch
+        checked += 1
+    assert checked >= 10 and invalid >= 1
+
+
+def _oracle(points: np.ndarray) -> list[int]:
+    """NumPy dominance: column 0 maximised, the others minimised."""
+    p = points.copy()
+    p[:, 0] = -p[:, 0]
+    le = (p[:, None, :] <= p[None, :, :]).all(-1)
+    lt = (p[:, None, :] < p[None, :, :]).any(-1)
+    dominated = (le & lt).any(0)
+    return [i for i in range(len(p)) if not dominated[i]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_front_matches_numpy_oracle(seed):
+    rng = np.random.default_rng(seed)
+    pts = np.column_stack([rng.integers(0, 6, 60) / 5, rng.integers(0, 8, 60) * 1000, rng.integers(0, 8, 60)])
+    pts = np.vstack([pts, pts[:5]])  # exact duplicates: neither dominates the other
+    got = pareto.front([tuple(r) for r in pts])
+    assert got == _oracle(pts)
+    assert set(range(60, 65)) & set(got) == {i + 60 for i in range(5) if i in got}
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "pareto.json").read_text(encoding="utf-8"))
+
+
+def test_pruned_before_training_on_a_tiny_board(tmp_path):
+    from toolchain.tune.run import TuneOptions, run_tune
+
+    tiny = Target(key="tiny", display="a tiny test board", core="Arm Cortex-M4F", clock_mhz=64, flash_kb=2,
+                  ram_kb=2, runtime="tflm")
+    s = run_tune(TuneOptions(output=str(tmp_path / "t"), board=tiny, trials=6, seed=3, workers=1, epochs=1,
+                             max_train_samples=100, on_target=False))
+    pruned = [t for t in s["trials"] if (t["pruned"] or {}).get("before_training")]
+    flash = [t for t in pruned if "flash" in t["pruned"]["reason"]]
+    assert flash, [t["pruned"] for t in pruned]
+    for t in pruned:
+        assert t["state"] == "PRUNED" and t["train_seconds"] == 0.0 and t["result"] is None
+        assert not (tmp_path / "t" / "trials" / f"{t['number']:04d}").exists()
+    for t in flash:  # the reason is true of the built model, counted independently
+        arch = Architecture.from_dict(t["architecture"])
+        assert _int8_bytes(build(arch, (arch.resolution, arch.resolution, 1), 10)) > tiny.flash_bytes
+        assert f"{t['static']['int8_weight_bytes']:,} B > tiny flash {tiny.flash_bytes:,} B" in t["pruned"]["reason"]
+    for t in s["trials"]:
+        if t["state"] == "COMPLETE":  # trained ones passed the pre-check
+            assert t["static"]["int8_weight_bytes"] <= tiny.flash_bytes
+
+
+def test_resume_same_seed_and_winner_run_folder(tmp_path, capsys):
+    out, fresh = tmp_path / "study", tmp_path / "fresh"
+    base = ["tune", "--dataset", "digits", "--target", "nrf52840", "--seed", "5", *QUICK]
+    code, first, _ = run_cli([*base, "--trials", "2", "--output", out], capsys)
+    assert code == 0
+    assert sum(line.startswith("trial ") for line in first.splitlines()) == 2
+    code, second, _ = run_cli([*base, "--trials", "4", "--output", out], capsys)
+    assert code == 0
+    assert sum(line.startswith("trial ") for line in second.splitlines()) == 2  # only the 2 new trials ran
+    s = _summary(out)
+    assert s["counts"]["trials"] == 4 and s["counts"]["new_this_run"] == 2
+    assert "Pareto front" in second and "winner: trial" in second
+
+    assert run_cli([*base, "--trials", "4", "--output", fresh], capsys)[0] == 0
+    a, b = s["trials"], _summary(fresh)["trials"]
+    assert [t["params"] for t in a] == [t["params"] for t in b]  # same seed -> same trials
+    assert [t["state"] for t in a] == [t["state"] for t in b]
+    assert [t["value"] for t in a] == [t["value"] for t in b]  # seeded, deterministic training
+
+    # the winner is a normal run folder: export takes its model, the sidecar points into the copy
+    w = s["winner"]
+    assert w is not None and (out / "winner" / "model.keras").is_file()
+    meta = json.loads((out / "winner" / "model_int8.json").read_text(encoding="utf-8"))
+    assert meta["source_model"] == str((out / "winner" / "model.keras").resolve())
+    assert run_cli(["export", out / "winner" / "model_int8.tflite", "--format", "c", "--output", tmp_path / "c"],
+                   capsys)[0] == 0
+    eng = json.loads((tmp_path / "c" / "manifest.json").read_text(encoding="utf-8"))
+    assert eng["arena_bytes"] == w["result"]["c_engine_arena_bytes"]
+    assert (out / "report.html").read_text(encoding="utf-8").count("<tr>") >= 2
+
+    # the study refuses other settings, and a limit that cannot be measured here is refused, not ignored
+    code, _, err = run_cli([*base[:5], "--seed", "6", *QUICK, "--trials", "4", "--output", out], capsys)
+    assert code == 2 and "created with other settings" in err and "seed: study 5, now 6" in err
+    code, _, err = run_cli([*base, "--max-latency-ms", "5", "--output", tmp_path / "lat"], capsys)
+    assert code == 2 and "--max-latency-ms needs" in err
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    from toolchain.tune.run import TuneOptions, run_tune
+
+    s = run_tune(TuneOptions(output=str(tmp_path / "w"), board=get_target("nrf52840"), trials=4, seed=0,
+                             workers=2, epochs=1, max_train_samples=100, on_target=False))
+    pids = {t["worker"]["pid"] for t in s["trials"]}
+    assert len(pids) == 2, pids
+    assert len(s["trials"]) == 4 and s["counts"]["new_this_run"] == 4
+    with sqlite3.connect(tmp_path / "w" / "study.db") as db:  # one study, every trial in it
+        assert db.execute("select count(*) from trials").fetchone()[0] == 4
