@@ -143,6 +143,11 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
 
     s = run_tune(TuneOptions(output=str(tmp_path / "w"), board=get_target("nrf52840"), trials=4, seed=0,
                              workers=2, epochs=1, max_train_samples=100, on_target=False))
+    for t in s["trials"]:
+        if t["state"] == "COMPLETE":  # the static figures are what the C engine's planner finds in the int8 model
+            st, r = t["static"], t["result"]
+            assert (st["int8_weight_bytes"], st["macs"]) == (r["c_engine_weight_bytes"], r["macs"])
+            assert st["arena_lower_bound_bytes"] <= r["c_engine_arena_bytes"]
     pids = {t["worker"]["pid"] for t in s["trials"]}
     assert len(pids) == 2, pids
     assert len(s["trials"]) == 4 and s["counts"]["new_this_run"] == 4

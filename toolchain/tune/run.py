@@ -146,7 +146,8 @@ def run_tune(options: TuneOptions, on_trial: Callable[[dict[str, Any]], None] | 
     settings = tstudy.settings_of(study)
     requeued = tstudy.recover(study)
     if requeued:
-        log.info("re-queued interrupted trials %s with their architectures", ", ".join(map(str, requeued)))
+        log.info("resuming: interrupted trial(s) %s queued again with the same architecture",
+                 ", ".join(map(str, requeued)))
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     ctx = {"board": asdict(board), "dataset": spec.text, "space": options.space, "trials_dir": str(out / "trials"),
            "channels": channels, "num_classes": int(ds.num_classes), "epochs": options.epochs,
@@ -158,11 +159,15 @@ def run_tune(options: TuneOptions, on_trial: Callable[[dict[str, Any]], None] | 
         from toolchain.tune.workers import run_workers
 
         run_workers(url, options.trials, ctx, settings, min(workers, remaining), study, before, _record, on_trial)
-    trials = [_record(t) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-              if t.state.is_finished() and not t.user_attrs.get("surplus")]
+    from optuna.trial import TrialState
+
+    every = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    trials = [_record(t) for t in every if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    interrupted = [t.number for t in every if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
     from toolchain.tune.report import finish
 
     return finish(out, trials, board, settings, options.trials, before, on_target, time.perf_counter() - t_start,
                   {"format": SUMMARY_FORMAT, "toolchain_version": toolchain.__version__,
                    "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   "storage": options.storage or "sqlite:///DIR/study.db", "workers": min(workers, max(remaining, 1))})
+                   "storage": options.storage or "sqlite:///DIR/study.db", "workers": min(workers, max(remaining, 1)),
+                   "interrupted_trials": interrupted})

@@ -94,7 +94,7 @@ def run_workers(url: str, n_trials: int, ctx: dict[str, Any], settings: dict[str
         while True:
             alive = any(p.is_alive() for p in procs)
             for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-                if t.number in reported or not t.state.is_finished() or t.user_attrs.get("surplus"):
+                if t.number in reported or t.state.name not in ("COMPLETE", "PRUNED"):
                     continue
                 reported.add(t.number)
                 if on_trial:
