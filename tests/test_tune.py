@@ -75,6 +75,29 @@ def test_pareto_front_matches_numpy_oracle(seed):
     assert set(range(60, 65)) & set(got) == {i + 60 for i in range(5) if i in got}
 
 
+def test_precheck_reasons_are_the_computed_figures(tmp_path):
+    from toolchain.tune.objective import TrialContext, precheck
+
+    arch = Architecture("cnn", 24, 1, 32, 1, 5, 1, "same", 128, 0.0)
+    costs = static_costs(arch, 1, 10)
+    board = Target(key="b", display="b", core="Arm Cortex-M4F", clock_mhz=64, flash_kb=64, ram_kb=16, runtime="tflm")
+    ctx = TrialContext(board=board, dataset="digits", space="all", trials_dir=tmp_path, channels=1, num_classes=10,
+                       epochs=1, batch_size=32, seed=0, max_train_samples=None, max_accuracy_drop=None,
+                       max_latency_ms=0.5, on_target=True)
+    # largest live pair: pool 24x24x32 -> 12x12x32 (conv: 24x24x1 -> 24x24x32); weights: conv 5x5x32, dense
+    # 4,608 x 128 and 128 x 10, + 4 B per bias
+    assert costs["arena_lower_bound_bytes"] == 24 * 24 * 32 + 12 * 12 * 32
+    assert costs["int8_weight_bytes"] == 800 + 12 * 12 * 32 * 128 + 1280 + 4 * (32 + 128 + 10)
+    _, reason, viol = precheck(arch, ctx)
+    ms = costs["macs"] / 2 / 64e3
+    assert f"int8 weights + biases {costs['int8_weight_bytes']:,} B > b flash 65,536 B" in reason
+    assert f"arena lower bound {costs['arena_lower_bound_bytes']:,} B + I/O 586 B > b RAM 16,384 B" in reason
+    assert f"latency lower bound {ms:.2f} ms (MACs / 2 / clock) > --max-latency-ms 0.5" in reason
+    assert len(viol) == 3 and all(v > 0 for v in viol)
+    small = Architecture("cnn", 8, 1, 8, 1, 3, 2, "same", 0, 0.0)
+    assert precheck(small, ctx)[1] is None
+
+
 def _summary(out: Path) -> dict:
     return json.loads((out / "pareto.json").read_text(encoding="utf-8"))
 
@@ -129,7 +152,8 @@ def test_resume_same_seed_and_winner_run_folder(tmp_path, capsys):
                    capsys)[0] == 0
     eng = json.loads((tmp_path / "c" / "manifest.json").read_text(encoding="utf-8"))
     assert eng["arena_bytes"] == w["result"]["c_engine_arena_bytes"]
-    assert (out / "report.html").read_text(encoding="utf-8").count("<tr>") >= 2
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count("<tr>") >= 2 and "http" not in page and (out / "plots" / "pareto.png").is_file()
 
     # the study refuses other settings, and a limit that cannot be measured here is refused, not ignored
     code, _, err = run_cli([*base[:5], "--seed", "6", *QUICK, "--trials", "4", "--output", out], capsys)

@@ -105,6 +105,10 @@ def tune_cmd(
                       f"flash {r['flash_bytes']:,} B, RAM {r['ram_bytes']:,} B, C engine arena "
                       f"{r['c_engine_arena_bytes']:,} B, TFLM arena {r['tflm_arena_bytes']:,} B "
                       f"({r['fit_engine']})", markup=False)
-        console.print(f"  run folder {output}/winner/ (toolchain export {output}/winner/model_int8.tflite ...)",
-                      markup=False)
+        if w["run_folder"]:
+            console.print(f"  run folder {output}/winner/ (toolchain export {output}/winner/model_int8.tflite ...)",
+                          markup=False)
+        else:
+            console.print(f"  run folder {r['run']} on {(w.get('worker') or {}).get('host')} (trained by another "
+                          "machine)", markup=False)
     console.print(f"  {output}/pareto.json, {output}/report.html", markup=False)

@@ -88,7 +88,7 @@ def render_html(s: dict[str, Any], plotted: bool) -> str:
         parts.append(f"<p><b>Winner</b>: trial {w['number']} ({e(w['describe'])}): int8 accuracy "
                      f"{100 * r['int8_val_accuracy']:.2f} % validation, "
                      f"{100 * (r['int8_test_accuracy'] or 0):.2f} % test; flash {r['flash_bytes']:,} B "
-                     f"({e(r['fit_engine'])}); run folder <code>winner/</code>.</p>")
+                     f"({e(r['fit_engine'])}); run folder <code>{e(w['run_folder'] or w['result']['run'])}</code>.</p>")
     else:
         parts.append("<p class='fail'>No trial is feasible: nothing fits the board within the limits.</p>")
     parts += ["<h2>Pareto front</h2>", table(tab[0], [[e(c) for c in row] for row in tab[1:]], left=(1,))]
@@ -105,8 +105,10 @@ def finish(out: Path, trials: list[dict[str, Any]], board, settings: dict[str, A
 
     cost_key = "instructions" if on_target else "macs"
     w = pareto.winner(trials, cost_key)
-    if w is not None:
+    winner_folder = None
+    if w is not None and Path(w["result"]["run"]).is_dir():
         copy_run(Path(w["result"]["run"]), out / "winner")
+        winner_folder = "winner/"
     notes = [
         "accuracy: int8 model (LiteRT reference kernels) on the validation split (the search objective); test split "
         "in the table",
@@ -117,6 +119,9 @@ def finish(out: Path, trials: list[dict[str, Any]], board, settings: dict[str, A
         "pruned before training: int8 weight + bias bytes > flash, or the largest activation pair + I/O > RAM "
         "(computed from the architecture)",
     ]
+    if w is not None and winner_folder is None:
+        notes.append(f"the winner was trained by another machine ({(w.get('worker') or {}).get('host')}); its run "
+                     f"folder is {w['result']['run']} there")
     trained = [t for t in trials if t["state"] == "COMPLETE"]
     s = {**head, "settings": settings, "board": asdict(board), "trials_requested": requested,
          "cost_axis": cost_key, "on_target": on_target,
@@ -125,7 +130,7 @@ def finish(out: Path, trials: list[dict[str, Any]], board, settings: dict[str, A
                     "feasible": sum(1 for t in trained if t["feasible"]),
                     "new_this_run": sum(1 for t in trials if t["number"] not in before)},
          "wall_seconds": round(wall_s, 1), "pareto": pareto.rows(trials, cost_key),
-         "winner": None if w is None else {**w, "run_folder": "winner/"}, "trials": trials, "notes": notes}
+         "winner": None if w is None else {**w, "run_folder": winner_folder}, "trials": trials, "notes": notes}
     plotted = _plot(trials, cost_key, out / "plots" / "pareto.png", f"{settings['dataset']} on {board.key}")
     atomic_write_text(out / "report.html", render_html(s, plotted))
     atomic_write_json(out / "pareto.json", s)

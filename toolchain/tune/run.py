@@ -134,6 +134,7 @@ def run_tune(options: TuneOptions, on_trial: Callable[[dict[str, Any]], None] | 
 
     ds = tdata.load_dataset(spec)  # class and channel count (the trials load it again with the training split)
     channels = int(ds.sample_shape[-1]) if len(ds.sample_shape) == 3 else 1
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     url = options.storage or f"sqlite:///{out.resolve() / 'study.db'}"
     workers = options.workers or default_workers()
@@ -142,7 +143,12 @@ def run_tune(options: TuneOptions, on_trial: Callable[[dict[str, Any]], None] | 
                 "max_train_samples": options.max_train_samples, "max_accuracy_drop": options.max_accuracy_drop,
                 "max_latency_ms": options.max_latency_ms, "on_target": on_target, "lag": workers,
                 "startup_trials": tstudy.STARTUP_TRIALS}
-    study = tstudy.open_study(url, settings, create=True)
+    try:
+        study = tstudy.open_study(url, settings, create=True)
+    except UsageError:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a storage that cannot be opened
+        raise
     settings = tstudy.settings_of(study)
     requeued = tstudy.recover(study)
     if requeued:

@@ -61,24 +61,27 @@ def _optuna():
 
 
 def storage(url: str):
-    optuna = _optuna()
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as exc:
-        raise UsageError(f"cannot open the study storage ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                         received=f"--storage {url}") from exc
+    return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                      failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
 
 
 def open_study(url: str, settings: dict[str, Any], create: bool):
     """Load (or, with ``create``, create) the study; refuse one that was created with other settings."""
     optuna = _optuna()
-    st = storage(url)
-    study = optuna.create_study(storage=st, study_name=STUDY_NAME, direction="maximize", load_if_exists=True) \
-        if create else optuna.load_study(storage=st, study_name=STUDY_NAME)
+    import sqlalchemy.exc
+
+    try:
+        st = storage(url)
+        study = optuna.create_study(storage=st, study_name=STUDY_NAME, direction="maximize", load_if_exists=True) \
+            if create else optuna.load_study(storage=st, study_name=STUDY_NAME)
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"cannot open the study storage ({type(exc).__name__}: {first})", received=f"--storage {url}",
+                         hint="an SQLAlchemy URL such as sqlite:///PATH or postgresql://USER@HOST/DB, with the "
+                              "database's driver installed (e.g. psycopg2-binary for PostgreSQL)") from exc
     have = study.user_attrs
     if not have:
         for k in KEYS:
