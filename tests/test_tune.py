@@ -177,3 +177,57 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert len(s["trials"]) == 4 and s["counts"]["new_this_run"] == 4
     with sqlite3.connect(tmp_path / "w" / "study.db") as db:  # one study, every trial in it
         assert db.execute("select count(*) from trials").fetchone()[0] == 4
+
+
+def _settings(**kw) -> dict:
+    from toolchain.tune import study as tstudy
+
+    s = {"format": tstudy.FORMAT, "dataset": "digits", "target": "nrf52840", "space": "all", "seed": 0, "epochs": 1,
+         "batch_size": 32, "max_train_samples": None, "max_accuracy_drop": None, "max_latency_ms": None,
+         "on_target": False, "lag": 1, "startup_trials": tstudy.STARTUP_TRIALS}
+    s.update(kw)
+    return s
+
+
+def test_a_killed_workers_trial_is_queued_again_with_its_architecture(tmp_path):
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from toolchain.tune import study as tstudy
+    from toolchain.tune.space import suggest
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    st = tstudy.open_study(url, _settings(), create=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs, as after SIGKILL
+    trial = st.ask()
+    arch = suggest(trial, "all")
+    trial.set_user_attr("worker", {"host": tstudy.worker_id()["host"], "pid": dead.pid})
+    assert tstudy.recover(st) == [trial.number]
+    trials = st.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params == {"family": arch.family, **{k: getattr(arch, k) for k in CHOICES}}
+    assert tstudy.counted(st) == 1 and tstudy.recover(st) == []  # queued once, not again
+    assert isinstance(optuna.load_study(study_name=tstudy.STUDY_NAME, storage=url), optuna.Study)
+
+
+def test_a_trial_beyond_trials_is_surplus_and_not_counted(tmp_path):
+    import optuna
+
+    from toolchain.tune import study as tstudy
+    from toolchain.tune.objective import objective
+    from toolchain.tune.space import suggest
+
+    st = tstudy.open_study(f"sqlite:///{tmp_path / 'study.db'}", _settings(), create=True)
+    t = st.ask()
+    suggest(t, "all")
+    st.tell(t, 0.5)
+    sampler = tstudy.LaggedSampler(_settings(), 1, lambda tr: suggest(tr, "all"))
+    st.sampler = sampler.sampler
+    st.optimize(lambda tr: objective(tr, None, sampler), n_trials=1, catch=(tstudy.SurplusTrial,))
+    last = st.get_trials(deepcopy=False)[-1]
+    assert last.state == optuna.trial.TrialState.FAIL and last.user_attrs["surplus"] is True
+    assert tstudy.counted(st) == 1
