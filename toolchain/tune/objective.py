@@ -16,7 +16,8 @@ to int8 with ``toolchain.quantise.quantise`` (``model_int8.tflite`` + sidecar), 
 the validation split (the objective; LiteRT reference kernels) and on the test split (quantise's evaluation), the C
 engine's planned arena (``firmware_export.cgen``), TFLM's arena (tflite-micro, ``firmware_export.arena``) and, on
 target (arm-none-eabi-gcc + qemu-system-arm), the C engine's flash and RAM measured in the linked Cortex-M4F image
-and its instructions per inference on QEMU. The trial is feasible when it fits the board (on target: the measured
+and its instructions per inference on QEMU (``TARGET_SAMPLES`` validation samples, outputs compared with the host
+int8 model). The trial is feasible when it fits the board (on target: the measured
 C engine flash and RAM + I/O; otherwise TFLM: model + the profile's runtime **estimate**, measured arena + I/O),
 its float -> int8 drop on the validation split is within ``max_accuracy_drop`` and its board-clock lower bound is
 within ``max_latency_ms``; violations go to ``user_attrs["constraints"]`` (> 0 = violated) for the sampler.
@@ -33,6 +34,8 @@ import numpy as np
 
 from toolchain.errors import ToolchainError
 from toolchain.tune.space import InvalidArchitecture, static_costs, suggest
+
+TARGET_SAMPLES = 4  # validation samples run on QEMU per trial (instructions per inference: their mean)
 
 
 @dataclass
@@ -86,7 +89,7 @@ def precheck(arch, ctx: TrialContext) -> tuple[dict[str, int] | None, str | None
     return costs, "; ".join(reasons) or None, viol
 
 
-def _measure(tflite: Path, meta: dict[str, Any], ctx: TrialContext, io_bytes: int) -> dict[str, Any]:
+def _measure(tflite: Path, x_val: np.ndarray, ctx: TrialContext, io_bytes: int) -> dict[str, Any]:
     from firmware_export.arena import measure_arena
     from firmware_export.cgen import load_engine
     from firmware_export.targets import fit_report
@@ -103,10 +106,14 @@ def _measure(tflite: Path, meta: dict[str, Any], ctx: TrialContext, io_bytes: in
     m["tflm"] = {"flash_bytes": fit.flash_bytes, "ram_bytes": fit.ram_bytes, "fits": fit.fits,
                  "flash_source": f"model + runtime estimate {fit.runtime_estimate_bytes:,} B (estimate)"}
     if ctx.on_target:
-        from firmware_export.m4.target import run_on_target
+        from toolchain.ontarget import run_and_compare
+        from toolchain.runtime import open_runtime, quantize_input
 
-        x = np.zeros((1, *meta["input_shape"]), dtype=np.int8)
-        s = run_on_target(tflite, "c", [x]).summary()
+        detail = open_runtime(data, runtime="litert", reference_kernels=True).input_details[0]
+        q = quantize_input(x_val[:TARGET_SAMPLES], detail)
+        run, cmp = run_and_compare(tflite, "c", [q[i:i + 1] for i in range(len(q))])
+        s = run.summary()
+        m["target_samples"], m["target_identical_pct"] = len(q), cmp["identical_pct"]
         flash = s["flash"]["model"] + s["flash"]["runtime"]
         ram = int(s["ram_bytes"]) + io_bytes
         m["c_engine"] = {"flash_bytes": int(flash), "ram_bytes": ram,
@@ -123,7 +130,7 @@ def _measure(tflite: Path, meta: dict[str, Any], ctx: TrialContext, io_bytes: in
     return m
 
 
-def _val_accuracy(tflite: Path, keras_path: Path) -> float:
+def _val_accuracy(tflite: Path, keras_path: Path) -> tuple[float, np.ndarray]:
     from toolchain.data import prepare_data
     from toolchain.metadata import load_run_metadata
     from toolchain.quantise import tflite_predict
@@ -131,7 +138,7 @@ def _val_accuracy(tflite: Path, keras_path: Path) -> float:
 
     record = RunRecord.from_metadata(load_run_metadata(keras_path))
     val = prepare_data(record).split("val")
-    return float(np.mean(np.argmax(tflite_predict(tflite.read_bytes(), val.x), axis=1) == val.y))
+    return float(np.mean(np.argmax(tflite_predict(tflite.read_bytes(), val.x), axis=1) == val.y)), val.x
 
 
 def objective(trial, ctx: TrialContext, sampler) -> float:
@@ -173,8 +180,8 @@ def _train_and_measure(trial, arch, costs, ctx: TrialContext, t0: float) -> floa
     trial.set_user_attr("train_seconds", round(train_s, 2))
     tflite = run / "model_int8.tflite"
     side = quantise(run / "model.keras", tflite, config=QuantConfig(seed=ctx.seed), force=True)
-    val_acc = _val_accuracy(tflite, run / "model.keras")
-    m = _measure(tflite, meta, ctx, costs["io_bytes"])
+    val_acc, x_val = _val_accuracy(tflite, run / "model.keras")
+    m = _measure(tflite, x_val, ctx, costs["io_bytes"])
     ev = side.get("evaluation") or {}
     drop = round((meta["float_val_accuracy"] - val_acc) * 100, 4)
     viol = [0.0 if m["fits"] else max(m["flash_bytes"] / ctx.board.flash_bytes,
