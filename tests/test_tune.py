@@ -193,6 +193,7 @@ def _settings(**kw) -> dict:
     return s
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell here, as the tests drive it
 def test_a_killed_workers_trial_is_queued_again_with_its_architecture(tmp_path):
     import subprocess
     import sys
@@ -218,6 +219,7 @@ def test_a_killed_workers_trial_is_queued_again_with_its_architecture(tmp_path):
     assert isinstance(optuna.load_study(study_name=tstudy.STUDY_NAME, storage=url), optuna.Study)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell here, as the tests drive it
 def test_a_trial_beyond_trials_is_surplus_and_not_counted(tmp_path):
     import optuna
 
