@@ -26,7 +26,7 @@ CORE = {
 # Explicit exceptions to the firmware_export -> core rule: (importer, imported). Empty today.
 FIRMWARE_ALLOWED: set[tuple[str, str]] = set()
 
-APP_LAYER_PREFIXES = ("toolchain.cli",)
+APP_LAYER_PREFIXES = ("toolchain.cli", "toolchain.tune")
 APP_LAYER = {"toolchain.pipeline", "toolchain.pipeline_fit", "toolchain.quant_auto", "toolchain.bench", "toolchain.ontarget"}
 
 

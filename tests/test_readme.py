@@ -60,3 +60,17 @@ def test_m4_table_is_the_committed_run():
             assert figure in README, (row["model"], figure)
         q = row["ratios_c_vs_cmsis_nn"]
         assert f"{q['instructions_per_inference']:.2f}x, {q['arena_bytes']:.2f}x, {q['flash_bytes']:.2f}x" in README
+
+
+def test_tune_figures_are_the_committed_run():
+    s = json.loads((RESULTS / "tune.json").read_text(encoding="utf-8"))
+    section = " ".join(README.split("### Architecture search (`toolchain tune`)")[1].split())
+    w = s["winner"]["result"]
+    assert s["counts"]["trials"] == 12 and s["settings"]["dataset"] == "digits" and s["board"]["key"] == "nrf52840"
+    assert w["fits"] and w["int8_test_accuracy"] >= 0.95
+    for figure in (f"{100 * w['int8_test_accuracy']:.2f} %", f"{w['flash_bytes']:,} B flash",
+                   f"{w['ram_bytes']:,} B RAM", f"arena {w['c_engine_arena_bytes']:,} B", f"TFLM arena {w['tflm_arena_bytes']:,} B",
+                   f"{w['instructions']:,} instructions"):
+        assert figure in section, figure
+    secs = [t["seconds"] for t in s["trials"]]
+    assert f"{min(secs):.1f}–{max(secs):.1f} s" in section

@@ -129,11 +129,15 @@ class TrainOptions:
 
 
 def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir: str | os.PathLike = "runs/model",
-          options: TrainOptions | None = None, force: bool = False) -> dict[str, Any]:
+          options: TrainOptions | None = None, force: bool = False, architecture=None) -> dict[str, Any]:
     """Train ``model`` (a zoo name) on ``dataset`` and write a run folder; returns the metadata dict.
 
     With ``options.init_from`` the architecture and weights come from a trained model (run folder or .keras);
     ``model`` may then be omitted (the source run's model name is recorded).
+
+    ``architecture``: a model that is not in the zoo (``toolchain tune``): an object with ``name``, ``input_shape``,
+    ``build(input_shape, num_classes)`` and ``to_dict()`` (recorded as ``metadata["architecture"]``); ``model`` is
+    then ignored.
     """
     opts = options or TrainOptions()
     opts.validate()
@@ -142,7 +146,11 @@ def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir
 
     init_path = check_keras_file(opts.init_from) if opts.init_from else None
     init_meta: dict[str, Any] | None = None
-    if init_path is not None:
+    if architecture is not None and init_path is not None:
+        raise UsageError("an architecture to build and --init-from exclude each other", received=architecture.name)
+    if architecture is not None:
+        model_name = architecture.name
+    elif init_path is not None:
         from toolchain.metadata import load_run_metadata
 
         init_meta = load_run_metadata(init_path)
@@ -175,7 +183,7 @@ def train(model: str | None, dataset: "str | DatasetSpec" = "digits", output_dir
 
     with _deterministic(opts.seed):
         return _fit_and_save(model_name, dataset, ds, out, opts, init_path, init_meta, shape_override, force,
-                             t_start, cluster)
+                             t_start, cluster, architecture)
 
 
 BN_REESTIMATE_SAMPLES = 512
@@ -217,7 +225,7 @@ def _reestimate_batchnorm(net, x_train: np.ndarray, y_train: np.ndarray, seed: i
 
 def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptions, init_path: Path | None,
                   init_meta: dict[str, Any] | None, shape_override, force: bool, t_start: float,
-                  cluster: ClusterConfig | None = None) -> dict[str, Any]:
+                  cluster: ClusterConfig | None = None, architecture=None) -> dict[str, Any]:
     import keras
 
     import models
@@ -238,6 +246,10 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
             if shape_override is not None and tuple(shape_override) != model_shape:
                 raise UsageError("--input-shape differs from the --init-from model's input shape",
                                  received=f"{_fmt_shape(shape_override)} vs {_fmt_shape(model_shape)}")
+        elif architecture is not None:
+            model_shape = tuple(shape_override or architecture.input_shape)
+            net = architecture.build(model_shape, ds.num_classes)
+            build_info = {}
         else:
             spec = models.get_spec(model_name)
             model_shape = tuple(shape_override or spec.input_shape)
@@ -326,6 +338,8 @@ def _fit_and_save(model_name: str, dataset: str, ds, out: Path, opts: TrainOptio
         },
         "versions": _versions(),
     }
+    if architecture is not None:
+        metadata["architecture"] = architecture.to_dict()
     if init_meta:
         metadata["training"]["init_from_model"] = init_meta.get("model")
     if cluster is not None:

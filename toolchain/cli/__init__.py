@@ -25,6 +25,7 @@ from toolchain.cli import (  # noqa: E402,F401
     cmd_bench,
     cmd_pipeline,
     cmd_tflm,
+    cmd_tune,
 )
 
 
