@@ -203,3 +203,54 @@ def test_transpose_and_broadcast_rules_refuse_what_the_kernels_cannot_run(models
     assert not ok and "[1, 49, 10, 1] and [1, 25, 5, 64]" in detail
     perm = type(conv)(index=98, opcode="TRANSPOSE", inputs=[conv.outputs[0], conv.inputs[1]], outputs=[conv.outputs[0]])
     assert not layout.transpose_permutation(b, perm)[0]  # a weight tensor is no permutation
+
+
+def dynamic_batch_model(path):
+    """What a plain ``TFLiteConverter.from_keras_model`` makes of Conv2D → Flatten → Dense: a dynamic batch, the
+    RESHAPE target computed by SHAPE → STRIDED_SLICE → PACK."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    i = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(i)
+    x = keras.layers.Dense(5)(keras.layers.Flatten()(x))
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(i, x))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.random((1, 8, 8, 2), dtype=np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_dynamic_batch_conversion_folds_its_shape_arithmetic_and_is_bit_exact(tmp_path):
+    pytest.importorskip("tensorflow")
+    from firmware_export.cgen import load_engine
+    from tests.test_cengine import assert_bit_exact_on_host
+    from toolchain.tflite_model import load_tflite
+
+    path = dynamic_batch_model(tmp_path / "dynamic.tflite")
+    m = load_tflite(path)
+    assert {"SHAPE", "STRIDED_SLICE", "PACK"} <= set(m.opcode_names())
+    assert m.tensor(m.inputs[0]).shape_signature[0] == -1
+    engine = load_engine(path)
+    assert [s.opcode for s in engine.steps] == ["CONV_2D", "FULLY_CONNECTED"]  # RESHAPE aliases, the rest folded
+    assert_bit_exact_on_host(path, tmp_path / "dyn", n=40)
+
+
+def test_shape_arithmetic_that_cannot_be_folded_is_refused(tmp_path):
+    pytest.importorskip("tensorflow")
+    from firmware_export.cgen import load_engine
+    from toolchain.tflite_model import load_tflite
+
+    path = dynamic_batch_model(tmp_path / "dynamic.tflite")
+    m = load_tflite(path)
+    sl = _ops(m, "STRIDED_SLICE")[0]
+    sl.options["ellipsis_mask"] = 1
+    from firmware_export.cgen.generator import build_engine
+
+    with pytest.raises(ExportError, match="does not support these operators: PACK, STRIDED_SLICE\\."):
+        build_engine(m, "m")
+    assert load_engine(path).steps  # the unmodified file folds

@@ -100,3 +100,12 @@ def test_new_operators_bit_exact_on_cortex_m4(name, tmp_path):
     path = _convert(_two_branch(GRAPHS[name][0]), (6, 6, 8), tmp_path / f"{name}.tflite")
     res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=2, keep_dir=tmp_path / name)
     assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")
+
+
+def test_dynamic_batch_conversion_bit_exact_on_cortex_m4(tmp_path):
+    pytest.importorskip("tensorflow")
+    from tests.test_cengine_ops import dynamic_batch_model
+
+    path = dynamic_batch_model(tmp_path / "dynamic.tflite")
+    res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=4, keep_dir=tmp_path / "dyn")
+    assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")

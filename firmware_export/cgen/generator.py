@@ -12,7 +12,8 @@ Output folder (``generate_c_engine``):
   LiteRT's reference interpreter) and compares the outputs byte for byte.
 * ``manifest.json``  arena plan, TFLM arena comparison, per-layer MACs, sizes.
 
-The linear driver: model-level checks → every operator's support rules (``firmware_export.cgen.ops``; all
+The linear driver: constant folding of shape arithmetic (``fold.py``) → model-level checks → every operator's
+support rules (``firmware_export.cgen.ops``; all
 refusals reported at once) → lowering, one registered module per operator family → offline memory plan →
 C text from the templates.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_export.cgen import ops, planner
+from firmware_export.cgen import fold, ops, planner
 from firmware_export.cgen.builder import Builder, Step, _c_double, _c_float, resolve
 from firmware_export.cgen.ops import boundary
 from toolchain.errors import ExportError
@@ -73,7 +74,9 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
         raise ExportError("the C engine runs int8-quantised models; this model computes in float",
                           received=f"{model.path or 'model'} has float32/float16 activations",
                           hint=f"{quantise_hint()}; --format tflm also exports a float model")
-    unsupported = sorted({op.opcode for op in model.operators if op.opcode not in SUPPORTED_OPS})
+    folded = fold.fold_constants(model)  # shape arithmetic of dynamic-batch conversions
+    unsupported = sorted({op.opcode for op in model.operators if op.opcode not in SUPPORTED_OPS and
+                          op.index not in folded})
     if unsupported:
         raise ExportError("the C engine does not support these operators: " + ", ".join(unsupported),
                           received=f"{model.path or 'model'} uses {', '.join(model.opcode_names())}",
@@ -83,9 +86,12 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
                           received=f"{len(model.inputs)} inputs, {len(model.outputs)} outputs")
     b = Builder(model, name)
     core_in, core_out, skip = boundary.core_tensors(model)
+    skip |= folded
     in_t, out_t = model.inputs[0], model.outputs[0]
     refusals = []
     for op in model.operators:
+        if op.index in folded:
+            continue
         ok, reason = ops.supported(b, op)
         if not ok:
             refusals.append(f"operator {op.index} ({op.opcode}): {reason}")
