@@ -97,9 +97,11 @@ def test_quantize_inside_the_graph_and_non_symmetric_weights_are_refused(models)
     from firmware_export.cgen.builder import Builder
 
     m = _parsed(models, "tflm__hello_world_int8")
-    quant = type(fc[0])(index=99, opcode="QUANTIZE", inputs=[fc[0].outputs[0]], outputs=[fc[1].inputs[0]])
-    ok, detail = boundary.at_float_boundary(Builder(m, "m"), quant)
-    assert not ok and detail == "int8 -> int8"
+    quant = type(fc[0])(index=99, opcode="QUANTIZE", inputs=[fc[0].outputs[0]], outputs=[fc[1].inputs[2]])
+    ok, detail = boundary.at_supported_boundary(Builder(m, "m"), quant)
+    assert not ok and detail == "int8 -> int32"
+    requant = type(fc[0])(index=98, opcode="QUANTIZE", inputs=[fc[0].outputs[0]], outputs=[fc[1].outputs[0]])
+    assert boundary.at_supported_boundary(Builder(m, "m"), requant)[0]  # int8 -> int8 requantisation: a table
 
 
 # -- activations, element-wise binary operators, TRANSPOSE: bit-exact against TFLM's reference kernels ----------
@@ -254,3 +256,69 @@ def test_shape_arithmetic_that_cannot_be_folded_is_refused(tmp_path):
     with pytest.raises(ExportError, match="does not support these operators: PACK, STRIDED_SLICE\\."):
         build_engine(m, "m")
     assert load_engine(path).steps  # the unmodified file folds
+
+
+def uint8_io_model(path):
+    """A full-integer model with uint8 input and output (converter ``inference_input_type=tf.uint8``): QUANTIZE
+    uint8 -> int8 after the input, int8 -> uint8 before the output."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    keras.utils.set_random_seed(2)
+    i = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(i)
+    x = keras.layers.Softmax()(keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(x)))
+    model = keras.Model(i, x)
+    fn = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((1, 8, 8, 2), tf.float32)],
+                     autograph=False)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(fn.get_concrete_function())])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    conv.representative_dataset = lambda: ([rng.random((1, 8, 8, 2), dtype=np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.uint8
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_uint8_io_model_bit_exact_with_a_uint8_api(tmp_path):
+    pytest.importorskip("tensorflow")
+    from firmware_export.cgen import load_engine
+    from tests.test_cengine import assert_bit_exact_on_host
+    from toolchain.tflite_model import load_tflite
+
+    path = uint8_io_model(tmp_path / "u8.tflite")
+    m = load_tflite(path)
+    assert [m.tensor(t).dtype for t in (*m.inputs, *m.outputs)] == ["uint8", "uint8"]
+    assert "QUANTIZE" in m.opcode_names()
+    engine = load_engine(path)
+    assert f"int {engine.name}_invoke(const uint8_t *input, uint8_t *output);" in engine.header
+    assert f"{engine.name.upper()}_INPUT_ZERO_POINT (0)" in engine.header  # the uint8 input's quantisation
+    assert_bit_exact_on_host(path, tmp_path / "u8", n=40)
+
+
+def test_requantize_table_against_the_real_valued_rescaling(models):
+    """QUANTIZE between 8-bit types: exact for equal scales (TFLM's shift by 128), within rounding otherwise."""
+    from firmware_export.cgen.builder import Builder
+    from firmware_export.cgen.ops import boundary
+
+    m = _parsed(models, "tflm__hello_world_int8")
+    fc = _ops(m, "FULLY_CONNECTED")[0]
+    x, y = m.tensors[fc.inputs[0]], m.tensors[fc.outputs[0]]
+    op = type(fc)(index=50, opcode="QUANTIZE", inputs=(x.index,), outputs=(y.index,))
+    for src, dst, sx, zx, sy, zy in [("uint8", "int8", 0.5, 0, 0.5, -128), ("int8", "uint8", 0.25, -128, 0.25, 0),
+                                     ("int8", "int8", 0.1, 3, 0.37, -7), ("uint8", "int8", 0.02, 128, 0.005, 0)]:
+        x.dtype, y.dtype = src, dst
+        x.scale, x.zero_point = np.array([sx], np.float32), np.array([zx])
+        y.scale, y.zero_point = np.array([sy], np.float32), np.array([zy])
+        table = boundary.requantize_table(Builder(m, "m"), op)
+        lo, hi = boundary.RANGES[dst]
+        for s in range(-128, 128):
+            v = s if src == "int8" else s & 0xFF
+            got = table[s + 128] & 0xFF if dst == "uint8" else table[s + 128]
+            real = (v - zx) * float(np.float32(sx)) / float(np.float32(sy)) + zy
+            want = int(np.clip(np.floor(abs(real - zy) + 0.5) * np.sign(real - zy) + zy, lo, hi))
+            if sx == sy:
+                assert got == int(np.clip(v - zx + zy, lo, hi)), (src, dst, v)
+            assert abs(got - want) <= 1, (src, dst, v, got, want)

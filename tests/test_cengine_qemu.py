@@ -109,3 +109,12 @@ def test_dynamic_batch_conversion_bit_exact_on_cortex_m4(tmp_path):
     path = dynamic_batch_model(tmp_path / "dynamic.tflite")
     res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=4, keep_dir=tmp_path / "dyn")
     assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")
+
+
+def test_uint8_io_model_bit_exact_on_cortex_m4(tmp_path):
+    pytest.importorskip("tensorflow")
+    from tests.test_cengine_ops import uint8_io_model
+
+    path = uint8_io_model(tmp_path / "u8.tflite")
+    res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=6, keep_dir=tmp_path / "u8")
+    assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")

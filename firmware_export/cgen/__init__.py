@@ -70,7 +70,9 @@ def write_engine(engine, out_dir: Path, inputs=None, outputs=None) -> list[str]:
 
     out_dir = Path(out_dir)
     files = {f"{engine.name}.h": engine.header, f"{engine.name}.c": engine.source, **kernel_sources()}
-    files[f"{engine.name}_test.c"] = _render("harness.c.in", NAME=engine.name, UPPER=engine.name.upper())
+    in_t, out_t = engine.byte_io
+    files[f"{engine.name}_test.c"] = _render("harness.c.in", NAME=engine.name, UPPER=engine.name.upper(), IN_T=in_t,
+                                             OUT_T=out_t)
     for f in ("ce_m4_startup.c", "mps2_an386.ld"):
         files[f] = (TEMPLATE_DIR / f).read_text(encoding="utf-8")
     files["Makefile"] = _render("Makefile.in", NAME=engine.name)

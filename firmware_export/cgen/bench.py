@@ -33,7 +33,9 @@ RUNTIMES = ("c-host", "qemu-m4")
 
 
 def _normalise_inputs(engine, inputs) -> list[np.ndarray]:
-    dtype = np.float32 if engine.float_io else np.int8
+    from firmware_export.cgen.build import io_dtypes
+
+    dtype = io_dtypes(engine)[0]
     shape = tuple(engine.input_shape)
     if isinstance(inputs, np.ndarray) and inputs.shape == shape:
         inputs = [inputs]

@@ -32,7 +32,15 @@ def random_inputs(engine, n: int, seed: int = 0) -> list[np.ndarray]:
         s, z = engine.core_input["scale"], engine.core_input["zero_point"]
         lo, hi = (-128 - z) * s, (127 - z) * s
         return [rng.uniform(lo, hi, size=shape).astype(np.float32) for _ in range(n)]
-    return [rng.integers(-128, 128, size=shape, dtype=np.int8) for _ in range(n)]
+    lo, hi = (0, 256) if engine.input_dtype == "uint8" else (-128, 128)
+    return [rng.integers(lo, hi, size=shape, dtype=io_dtypes(engine)[0]) for _ in range(n)]
+
+
+def io_dtypes(engine) -> tuple[type, type]:
+    """NumPy types of the model's input and output as the harness reads and writes them."""
+    from firmware_export.cgen.generator import IO_NUMPY
+
+    return IO_NUMPY[engine.input_dtype], IO_NUMPY[engine.output_dtype]
 
 
 def _c_values(arr: np.ndarray) -> str:
@@ -46,8 +54,8 @@ def _c_values(arr: np.ndarray) -> str:
 
 def golden_header(engine, inputs: list[np.ndarray], outputs: list[np.ndarray] | None) -> str:
     """Golden inputs and, unless ``outputs`` is None, the expected outputs (the harness then compares)."""
-    ctype_in = "float" if engine.input_dtype == "float32" else "int8_t"
-    ctype_out = "float" if engine.output_dtype == "float32" else "int8_t"
+    ctype_in = "float" if engine.input_dtype == "float32" else engine.byte_io[0]
+    ctype_out = "float" if engine.output_dtype == "float32" else engine.byte_io[1]
     invoke = f"{engine.name}_invoke_float" if engine.float_io else f"{engine.name}_invoke"
     n_in = int(np.prod(engine.input_shape))
     n_out = int(np.prod(engine.output_shape))
@@ -116,8 +124,7 @@ def run_host_file(exe: str | os.PathLike, engine, inputs: list[np.ndarray], time
                   ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Run the file-driven host harness on ``inputs``; returns (outputs, CE_RESULT fields)."""
     exe = Path(exe)
-    in_dtype = np.float32 if engine.input_dtype == "float32" else np.int8
-    out_dtype = np.float32 if engine.output_dtype == "float32" else np.int8
+    in_dtype, out_dtype = io_dtypes(engine)
     fin, fout = exe.parent / "ce_inputs.bin", exe.parent / "ce_outputs.bin"
     fin.write_bytes(b"".join(np.ascontiguousarray(x, dtype=in_dtype).tobytes() for x in inputs))
     proc = _run([str(exe), str(fin), str(fout)], exe.parent, timeout, "host test run")

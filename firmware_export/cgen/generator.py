@@ -57,10 +57,20 @@ class Engine:
     macs: int
     weight_bytes: int
     opcodes: list[str] = field(default_factory=list)
+    core_io_dtypes: tuple[str, str] = ("int8", "int8")  # of the tensors NAME_invoke reads and writes
 
     @property
     def float_io(self) -> bool:
         return self.input_dtype == "float32"
+
+    @property
+    def byte_io(self) -> tuple[str, str]:
+        """C types of ``NAME_invoke``'s input and output (int8_t, or uint8_t for a uint8 model)."""
+        return tuple(IO_CTYPES[d] for d in self.core_io_dtypes)  # type: ignore[return-value]
+
+
+IO_CTYPES = {"int8": "int8_t", "uint8": "uint8_t"}
+IO_NUMPY = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
 
 
 def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine:
@@ -101,8 +111,9 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
                           (f"; {more} more" if more > 0 else ""), received=f"{model.path or 'model'}",
                           hint="use --format tflm for what the C engine does not lower")
     for t in (core_in, core_out):
-        if model.tensor(t).dtype != "int8":
-            raise ExportError("the C engine needs int8 (or float32 with QUANTIZE/DEQUANTIZE) model input/output",
+        if model.tensor(t).dtype not in ("int8", "uint8"):
+            raise ExportError("the C engine needs int8 or uint8 (or float32 with QUANTIZE/DEQUANTIZE) model "
+                              "input/output",
                               received=f"tensor '{model.tensor(t).name}' is {model.tensor(t).dtype}")
     b.protected.add(resolve(b._static_root, core_out))
     b.protected.add(core_out)
@@ -161,12 +172,15 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
     macs = sum(s.macs for s in b.steps)
     wbytes = sum(s.weight_bytes for s in b.steps)
     float_io = tin.dtype == "float32"
+    core_dtypes = (model.tensor(core_in).dtype, model.tensor(core_out).dtype)
     header = _render("model.h.in", NAME=name, UPPER=up, ARENA=plan.arena_bytes, N_IN=n_in, N_OUT=n_out,
                      IN_SCALE=_c_float(cin_s), IN_ZP=cin_z, OUT_SCALE=_c_float(cout_s), OUT_ZP=cout_z, MACS=macs,
                      IN_SCALE_DECIMAL=f"{float(np.float32(cin_s)):.9g}",
                      OUT_SCALE_DECIMAL=f"{float(np.float32(cout_s)):.9g}",
                      FLOAT_IO=1 if float_io else 0, N_LAYERS=n, PREPROCESSING=preprocessing_block(meta, up),
-                     IN_SHAPE=", ".join(map(str, tin.shape)), OUT_SHAPE=", ".join(map(str, tout.shape)))
+                     IN_SHAPE=", ".join(map(str, tin.shape)), OUT_SHAPE=", ".join(map(str, tout.shape)),
+                     IN_T=IO_CTYPES[core_dtypes[0]], OUT_T=IO_CTYPES[core_dtypes[1]],
+                     IN_MIN=-128 if core_dtypes[0] == "int8" else 0, IN_MAX=127 if core_dtypes[0] == "int8" else 255)
     calls = "\n".join(f"    {s.func}();" for s in b.steps)
     in_ptr = f"(ce_arena.bytes + {offsets[f't{resolve(b.alias, core_in)}']})"
     out_ptr = f"(ce_arena.bytes + {offsets[f't{resolve(b.alias, core_out)}']})"
@@ -182,12 +196,13 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
             f"    return 0;\n}}\n")
     source = _render("model.c.in", NAME=name, CONSTS="\n".join(b.consts), FUNCS="\n".join(funcs), CALLS=calls,
                      IN_PTR=in_ptr, OUT_PTR=out_ptr, N_IN=n_in, N_OUT=n_out, FLOAT_WRAPPERS=float_wrappers,
+                     IN_T=IO_CTYPES[core_dtypes[0]], OUT_T=IO_CTYPES[core_dtypes[1]],
                      ARENA_ALLOC=plan.arena_bytes + 8)  # slack: the generic im2col may read 3 bytes past a row
     return Engine(name=name, header=header, source=source, plan=plan, steps=b.steps, input_shape=tuple(tin.shape),
                   output_shape=tuple(tout.shape), input_dtype=tin.dtype, output_dtype=tout.dtype,
                   core_input={"scale": cin_s, "zero_point": cin_z, "elements": n_in},
                   core_output={"scale": cout_s, "zero_point": cout_z, "elements": n_out},
-                  macs=macs, weight_bytes=wbytes, opcodes=model.opcode_names())
+                  macs=macs, weight_bytes=wbytes, opcodes=model.opcode_names(), core_io_dtypes=core_dtypes)
 
 
 def _render(template: str, **values: Any) -> str:
