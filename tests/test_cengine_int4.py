@@ -129,7 +129,7 @@ def test_int4_weights_are_stored_packed(int4_models):
 
     path = int4_models["seed001_basic_cnn"]
     src = load_engine(path).source
-    arrays = re.findall(r"static const uint8_t (\w+_weights4)\[(\d+)\] CE_WEIGHTS_ALIGN = \{([^}]*)\}", src)
+    arrays = re.findall(r"static const uint8_t (\w+_weights4)\[(\d+)\] CE_CONST_ATTR = \{([^}]*)\}", src)
     assert len(arrays) == 4 and "static const int8_t" not in "".join(re.findall(r".*_weights\b.*", src))
     model = load_tflite(path)
     ws = [model.tensor(op.inputs[1]) for op in model.operators if op.opcode in ("CONV_2D", "FULLY_CONNECTED")]

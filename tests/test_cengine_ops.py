@@ -322,3 +322,62 @@ def test_requantize_table_against_the_real_valued_rescaling(models):
             if sx == sy:
                 assert got == int(np.clip(v - zx + zy, lo, hi)), (src, dst, v)
             assert abs(got - want) <= 1, (src, dst, v, got, want)
+
+
+# -- C hygiene: sanitizers, placement macros, alignment, designated initialisers -----------------------------------
+
+def _sanitized_run(path, work, n=6):
+    from firmware_export.cgen import build, golden, load_engine, write_engine
+
+    engine = load_engine(path)
+    work.mkdir(parents=True, exist_ok=True)
+    write_engine(engine, work)
+    exe = build.build_host(work, engine.name, file_io=True, extra_cflags=build.SANITIZE_CFLAGS)
+    xs = build.random_inputs(engine, n, seed=9)
+    got, _ = build.run_host_file(exe, engine, xs)  # a sanitizer report fails the run (-fno-sanitize-recover)
+    expected = golden.reference_outputs(path, xs).outputs
+    assert all(np.array_equal(g, e.reshape(g.shape)) for g, e in zip(got, expected)), path.name
+
+
+@pytest.mark.parametrize("name", ["mlperftiny__kws_ref_model", "mlperftiny__pretrainedResnet_quant",
+                                  "tflm__micro_speech_quantized", "tflm__hello_world_int8"])
+def test_reference_models_run_clean_under_address_and_undefined_behaviour_sanitizers(name, tmp_path):
+    from tests.test_cengine import _ref
+
+    _sanitized_run(_ref(name), tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["activations_chain", "sub_broadcast", "transpose", "uint8"])
+def test_new_operators_run_clean_under_sanitizers(name, tmp_path):
+    pytest.importorskip("keras")
+    from tests.test_cengine import _convert
+
+    path = (uint8_io_model(tmp_path / "u8.tflite") if name == "uint8" else
+            _convert(_two_branch(GRAPHS[name][0]), (6, 6, 8), tmp_path / f"{name}.tflite"))
+    _sanitized_run(path, tmp_path / name)
+
+
+def test_placement_macros_alignment_and_designated_initialisers(tmp_path):
+    import shutil
+    import subprocess
+
+    from firmware_export.cgen import build, load_engine, write_engine
+    from tests.test_cengine import _ref
+
+    if shutil.which("gcc") is None or shutil.which("objdump") is None:
+        pytest.skip("needs gcc and objdump")
+    engine = load_engine(_ref("mlperftiny__kws_ref_model"))
+    write_engine(engine, tmp_path)
+    up = engine.name.upper()
+    assert ".in_h = " in engine.source and ".weights = " in engine.source and ".mult = " in engine.source
+    obj = tmp_path / "m.o"
+    subprocess.run(["gcc", *build.HOST_CFLAGS, f"-D{up}_ARENA_SECTION=__attribute__((section(\".ce_arena\")))",
+                    f"-D{up}_WEIGHTS_SECTION=__attribute__((section(\".ce_weights\")))", "-c",
+                    f"{engine.name}.c", "-o", str(obj)], cwd=tmp_path, check=True, capture_output=True)
+    table = subprocess.run(["objdump", "-t", str(obj)], capture_output=True, text=True, check=True).stdout
+    syms = {parts[-1]: (parts[-3], int(parts[0], 16)) for parts in (line.split() for line in table.splitlines())
+            if len(parts) >= 5 and parts[-1].startswith(("ce_arena", f"{engine.name}_l"))}
+    weights = {k: v for k, v in syms.items() if k.endswith(("_weights", "_bias", "_mult", "_shift"))}
+    assert syms["ce_arena"][0] == ".ce_arena"
+    assert len(weights) >= 4 * 10 and all(sec == ".ce_weights" for sec, _ in weights.values()), weights
+    assert all(addr % 4 == 0 for _, addr in weights.values())  # word-aligned constant tables

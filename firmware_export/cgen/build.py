@@ -17,9 +17,12 @@ from firmware_export.m4.tools import (INSTRUCTIONS_PER_TICK, QEMU_MACHINE, arm_t
 from firmware_export.m4.tools import run_qemu as qemu_run
 from toolchain.errors import ExportError, RuntimeUnavailableError
 
-HOST_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
-M4_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-std=c99", "-Wall",
-             "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections", "-ffp-contract=off",
+# the generated C must compile warning-free with these (tests build every model with them)
+WARNINGS = ["-Wall", "-Wextra", "-Wconversion", "-Wcast-align=strict", "-Werror"]
+HOST_CFLAGS = ["-std=c99", "-O2", *WARNINGS]
+SANITIZE_CFLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+M4_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-std=c99", *WARNINGS,
+             "-ffunction-sections", "-fdata-sections", "-ffp-contract=off",
              "-fno-tree-loop-distribute-patterns"]
 M4_LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections"]
 RESULT_RE = re.compile(r"CE_RESULT runs=(\d+) mismatches=(\d+) first=(-?\d+) elapsed=(\d+) unit=(\w+) stack=(\d+)")
@@ -90,7 +93,8 @@ def _sources(src_dir: Path, name: str) -> list[str]:
 
 def build_host(src_dir: str | os.PathLike, name: str, *, file_io: bool = False, cc: str | None = None,
                extra_cflags: list[str] | None = None) -> Path:
-    """Compile the host test harness with ``-std=c99 -O2 -Wall -Wextra -Werror``; returns the executable.
+    """Compile the host test harness with ``HOST_CFLAGS`` (C99, -O2, ``WARNINGS`` as errors); returns the
+    executable. Clang spells ``-Wcast-align=strict`` as ``-Wcast-align``.
 
     ``file_io=True`` builds the file-driven harness (``exe INPUTS.bin OUTPUTS.bin``) instead of the golden one.
     """
@@ -99,7 +103,8 @@ def build_host(src_dir: str | os.PathLike, name: str, *, file_io: bool = False, 
     if not cc:
         raise RuntimeUnavailableError("no host C compiler (gcc/cc) found", received="PATH")
     exe = src / (f"{name}_test_io" if file_io else f"{name}_test")
-    cmd = [cc, *HOST_CFLAGS, *(["-DCE_FILE_IO"] if file_io else []), *(extra_cflags or []), *_sources(src, name),
+    flags = [("-Wcast-align" if f == "-Wcast-align=strict" and "clang" in Path(cc).name else f) for f in HOST_CFLAGS]
+    cmd = [cc, *flags, *(["-DCE_FILE_IO"] if file_io else []), *(extra_cflags or []), *_sources(src, name),
            "-o", exe.name]
     proc = _run(cmd, src, 300, "host compile")
     if proc.returncode != 0:

@@ -33,10 +33,6 @@ def _c_float(v: float) -> str:
     return f"{v.hex()}f" if v != 0 else "0.0f"
 
 
-def _c_double(v: float) -> str:
-    return float(v).hex() if v != 0 else "0.0"
-
-
 def _array(ctype: str, name: str, values, per_line: int = 16) -> str:
     vals = [int(v) for v in np.asarray(values).reshape(-1)]
     if not vals:
@@ -45,7 +41,12 @@ def _array(ctype: str, name: str, values, per_line: int = 16) -> str:
     for i in range(0, len(vals), per_line):
         lines.append("    " + ", ".join(str(v) if v != -2147483648 else "(-2147483647 - 1)" for v in
                                         vals[i:i + per_line]) + ",")
-    return f"static const {ctype} {name}[{len(vals)}] = {{\n" + "\n".join(lines) + "\n};\n"
+    return f"static const {ctype} {name}[{len(vals)}] CE_CONST_ATTR = {{\n" + "\n".join(lines) + "\n};\n"
+
+
+def c_list(values) -> str:
+    """A C brace list of integers (array members of a parameter struct)."""
+    return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
 def _round_half_away(x: float) -> int:
@@ -128,6 +129,13 @@ class Builder:
         self.steps.append(Step(len(self.steps), op.opcode, func, body, list(reads), list(writes), scratch, macs,
                                wbytes))
 
+    def params(self, ctype: str, **fields) -> str:
+        """Emit a layer's parameter struct with designated initialisers; returns its name."""
+        name = self.const_name("params")
+        body = ",\n".join(f"    .{k} = {v}" for k, v in fields.items())
+        self.consts.append(f"static const {ctype} {name} = {{\n{body}\n}};\n")
+        return name
+
     def const_name(self, suffix: str) -> str:
         return f"{self.name}_l{len(self.steps)}_{suffix}"
 
@@ -180,7 +188,7 @@ class Builder:
         vals = [f"0x{int(v):02x}" for v in np.asarray(packed, dtype=np.uint8).reshape(-1)] or ["0x00"]
         lines = ["    " + ", ".join(vals[i:i + 16]) + "," for i in range(0, len(vals), 16)]
         self.consts.append(f"/* int4 weights, packed two per byte */\nstatic const uint8_t {wn}[{len(vals)}] "
-                           f"CE_WEIGHTS_ALIGN = {{\n" + "\n".join(lines) + "\n};\n")
+                           f"CE_CONST_ATTR = {{\n" + "\n".join(lines) + "\n};\n")
         return f"(const int8_t *){wn}", len(vals)
 
     def dw3x3_weights4(self, arr: np.ndarray) -> tuple[str, int]:

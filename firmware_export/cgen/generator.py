@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from firmware_export.cgen import fold, ops, planner
-from firmware_export.cgen.builder import Builder, Step, _c_double, _c_float, resolve
+from firmware_export.cgen.builder import Builder, Step, _c_float, resolve
 from firmware_export.cgen.ops import boundary
 from toolchain.errors import ExportError
 
@@ -192,9 +192,9 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
             f"int {name}_invoke_float(const float *input, float *output)\n{{\n"
             f"    ce_quantize_f32_s8(input, {in_ptr}, {n_in}, {_c_float(cin_s)}, {cin_z});\n"
             f"    {name}_run();\n"
-            f"    ce_dequantize_s8_f32({out_ptr}, output, {n_out}, {_c_double(float(np.float32(cout_s)))}, {cout_z});\n"
+            f"    ce_dequantize_s8_f32({out_ptr}, output, {n_out}, {_c_float(cout_s)}, {cout_z});\n"
             f"    return 0;\n}}\n")
-    source = _render("model.c.in", NAME=name, CONSTS="\n".join(b.consts), FUNCS="\n".join(funcs), CALLS=calls,
+    source = _render("model.c.in", NAME=name, UPPER=up, CONSTS="\n".join(b.consts), FUNCS="\n".join(funcs), CALLS=calls,
                      IN_PTR=in_ptr, OUT_PTR=out_ptr, N_IN=n_in, N_OUT=n_out, FLOAT_WRAPPERS=float_wrappers,
                      IN_T=IO_CTYPES[core_dtypes[0]], OUT_T=IO_CTYPES[core_dtypes[1]],
                      ARENA_ALLOC=plan.arena_bytes + 8)  # slack: the generic im2col may read 3 bytes past a row

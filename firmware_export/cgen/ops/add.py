@@ -46,9 +46,9 @@ def lower(bld, op) -> None:
     _, zo = bld.qparams(y)
     (m1, sh1), (m2, sh2), (mo, sho) = _multipliers(bld, op)
     lo, hi = bld.act_range(op.options.get("fused_activation_function"), y, op)
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_add_params {pn} = {{ {ty.num_elements}, {m1}, {m2}, {mo}, {LEFT_SHIFT}, "
-                      f"{-z1}, {sh1}, {-z2}, {sh2}, {zo}, {sho}, {lo}, {hi} }};\n")
+    pn = bld.params("ce_add_params", size=ty.num_elements, in1_mult=m1, in2_mult=m2, out_mult=mo,
+                    left_shift=LEFT_SHIFT, in1_offset=-z1, in1_shift=sh1, in2_offset=-z2, in2_shift=sh2, out_offset=zo,
+                    out_shift=sho, act_min=lo, act_max=hi)
     for cand in (a, b):
         if bld.can_overwrite(op, cand) and bld.t(cand).nbytes == ty.nbytes:
             bld.alias[y] = cand  # element-wise: out[i] depends on in[i] only

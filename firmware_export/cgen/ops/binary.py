@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from firmware_export.cgen.builder import _array
+from firmware_export.cgen.builder import _array, c_list
 from firmware_export.cgen.ops import common
 from firmware_export.cgen.quant import quantize_multiplier
 
@@ -101,12 +101,9 @@ def lower(bld, op) -> None:
     lo, hi = bld.act_range(op.options.get("fused_activation_function"), y, op)
     pa, pb = _operand(bld, a), _operand(bld, b)
     st_a, st_b = _strides(bld.t(a).shape, out4), _strides(bld.t(b).shape, out4)
-    pn = bld.const_name("params")
-    bld.consts.append(
-        f"static const ce_binary_params {pn} = {{\n"
-        f"    {KIND[op.opcode]}, {{{', '.join(map(str, out4))}}},\n"
-        f"    {{{', '.join(map(str, st_a))}}}, {{{', '.join(map(str, st_b))}}},\n"
-        f"    {-za}, {-zb}, {zy}, {m1}, {s1}, {m2}, {s2}, {mo}, {so}, {lo}, {hi}\n}};\n")
+    pn = bld.params("ce_binary_params", op=KIND[op.opcode], dims=c_list(out4), stride1=c_list(st_a),
+                    stride2=c_list(st_b), in1_offset=-za, in2_offset=-zb, out_offset=zy, in1_mult=m1, in1_shift=s1,
+                    in2_mult=m2, in2_shift=s2, out_mult=mo, out_shift=so, act_min=lo, act_max=hi)
     reads = [t for t in (a, b) if bld.t(t).data is None]
     for cand in reads:
         if tuple(bld.t(cand).shape) == tuple(ty.shape) and bld.can_overwrite(op, cand):

@@ -152,13 +152,10 @@ def _lower(bld, op, depthwise: bool) -> None:
         if same_geometry and dh == 1 and dw == 1 and dm == 1 and bld.can_overwrite(op, x):
             inplace = 1
             scratch = ow * oc + pad_t * iw * ic
-    pn = bld.const_name("params")
-    bld.consts.append(
-        f"static const ce_conv_params {pn} = {{\n"
-        f"    {ih}, {iw}, {ic}, {oh}, {ow}, {oc},\n"
-        f"    {kh}, {kw}, {sh}, {sw}, {dh}, {dw}, {pad_t}, {pad_l},\n"
-        f"    {dm}, {inplace}, {-zx}, {zy}, {lo}, {hi}, {kp},\n"
-        f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
+    pn = bld.params("ce_conv_params", in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
+                    stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_t=pad_t, pad_l=pad_l, depth_multiplier=dm,
+                    inplace=inplace, in_offset=-zx, out_offset=zy, act_min=lo, act_max=hi, k_padded=kp, weights=wn,
+                    bias=bn, mult=mn, shift=sn)
     macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
     sfx = "_w4" if w4 else ""
     if as_conv:

@@ -66,8 +66,7 @@ def lower(bld, op) -> None:
         wn, wbytes = bld.packed_weights(packing.pack_int4_rows(w2d))
     else:
         wn, wbytes = bld.weights(packing.interleave_rows(w2d)), n * k
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_fc_params {pn} = {{\n    {batches}, {k}, {n}, {-zx}, {zy}, {lo}, {hi},\n"
-                      f"    {wn}, {bn}, {mn}, {sn}\n}};\n")
+    pn = bld.params("ce_fc_params", batches=batches, in_depth=k, out_depth=n, in_offset=-zx, out_offset=zy,
+                    act_min=lo, act_max=hi, weights=wn, bias=bn, mult=mn, shift=sn)
     body = f"ce_fully_connected_s8{'_w4' if w4 else ''}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});"
     bld.add_step(op, body, [x], [y], 0, batches * n * k, wbytes + 4 * n)

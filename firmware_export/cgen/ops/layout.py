@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from firmware_export.cgen.builder import c_list
 from firmware_export.cgen.ops import common
 
 OPCODES = ("PAD", "CONCATENATION", "RESHAPE", "TRANSPOSE")
@@ -79,9 +80,8 @@ def _pad(bld, op) -> None:
     out_dims = [1] * lead + list(ty.shape)
     before = [0] * lead + [int(p) for p in padv[:, 0]]
     _, zy = bld.qparams(y)
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_pad_params {pn} = {{ {{{', '.join(map(str, in_dims))}}}, "
-                      f"{{{', '.join(map(str, out_dims))}}}, {{{', '.join(map(str, before))}}}, {zy} }};\n")
+    pn = bld.params("ce_pad_params", in_dims=c_list(in_dims), out_dims=c_list(out_dims), pad_before=c_list(before),
+                    pad_value=zy)
     bld.add_step(op, f"ce_pad_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])
 
 
@@ -119,7 +119,5 @@ def _transpose(bld, op) -> None:
         step *= dims[k]
     out_dims = [dims[k] for k in perm]
     strides = [in_strides[k] for k in perm]
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_transpose_params {pn} = {{ {{{', '.join(map(str, out_dims))}}}, "
-                      f"{{{', '.join(map(str, strides))}}} }};\n")
+    pn = bld.params("ce_transpose_params", dims=c_list(out_dims), stride=c_list(strides))
     bld.add_step(op, f"ce_transpose_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])

@@ -44,6 +44,6 @@ def lower(bld, op) -> None:
     m, sh = quantize_multiplier(float(sx) / float(sy))
     k = min(reduce_.bit_length() - 1, 32, 31 + sh)
     m, sh = (m << k) // reduce_, sh - k
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_mean_params {pn} = {{ {outer}, {reduce_}, {inner}, {zx}, {zy}, {m}, {sh} }};\n")
+    pn = bld.params("ce_mean_params", outer=outer, reduce=reduce_, inner=inner, in_zero_point=zx, out_zero_point=zy,
+                    mult=m, shift=sh)
     bld.add_step(op, f"ce_mean_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])

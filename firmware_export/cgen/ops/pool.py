@@ -36,8 +36,7 @@ def lower(bld, op) -> None:
     pt = bld.padding(o.get("padding", "VALID"), ih, oh, fh, sh, 1)
     pl = bld.padding(o.get("padding", "VALID"), iw, ow, fw, sw, 1)
     lo, hi = bld.act_range(o.get("fused_activation_function"), y, op)
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_pool_params {pn} = {{ {ih}, {iw}, {c}, {oh}, {ow}, {fh}, {fw}, {sh}, "
-                      f"{sw}, {pt}, {pl}, {lo}, {hi} }};\n")
+    pn = bld.params("ce_pool_params", in_h=ih, in_w=iw, ch=c, out_h=oh, out_w=ow, f_h=fh, f_w=fw, stride_h=sh,
+                    stride_w=sw, pad_t=pt, pad_l=pl, act_min=lo, act_max=hi)
     fn = "ce_avgpool_s8" if op.opcode == "AVERAGE_POOL_2D" else "ce_maxpool_s8"
     bld.add_step(op, f"{fn}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])

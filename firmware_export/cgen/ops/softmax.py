@@ -36,7 +36,5 @@ def lower(bld, op) -> None:
     depth = int(tx.shape[-1]) if tx.shape else 1
     outer = tx.num_elements // max(depth, 1)
     mult, left_shift, diff_min = softmax_params(sx, float(op.options.get("beta", 1.0)))
-    pn = bld.const_name("params")
-    bld.consts.append(f"static const ce_softmax_params {pn} = {{ {outer}, {depth}, {mult}, {left_shift}, "
-                      f"{diff_min} }};\n")
+    pn = bld.params("ce_softmax_params", outer=outer, depth=depth, mult=mult, left_shift=left_shift, diff_min=diff_min)
     bld.add_step(op, f"ce_softmax_s8(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});", [x], [y])

@@ -26,7 +26,15 @@ static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return __sm
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return __smlatt(a, b, acc); }
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return __smlatb(a, b, acc); }
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return __smlabt(a, b, acc); }
-static inline int32_t ce_ssat8(int32_t x) { return __ssat(x, 8); }
+/* GCC's __ssat expansion converts through unsigned int internally (-Wsign-conversion inside the macro) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+#endif
+static inline int32_t ce_ssat8(int32_t x) { return (int32_t)__ssat(x, 8); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 /* high word of x * m + ((int64_t)hi << 32 | lo): one SMLAL */
 static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
 {
@@ -1530,7 +1538,9 @@ void ce_quantize_f32_s8(const float *in, int8_t *out, int32_t n, float scale, in
     for (i = 0; i < n; ++i) {
         const float q = in[i] / scale;
         int32_t v;
-        if (q > 1.0e6f) {
+        if (q != q) {
+            v = zero_point; /* NaN: the zero point (what an Arm VCVT of NaN gives in TFLM's kernel) */
+        } else if (q > 1.0e6f) {
             v = 127;
         } else if (q < -1.0e6f) {
             v = -128;
@@ -1543,10 +1553,12 @@ void ce_quantize_f32_s8(const float *in, int8_t *out, int32_t n, float scale, in
     }
 }
 
-void ce_dequantize_s8_f32(const int8_t *in, float *out, int32_t n, double scale, int32_t zero_point)
+void ce_dequantize_s8_f32(const int8_t *in, float *out, int32_t n, float scale, int32_t zero_point)
 {
+    /* float only (no double on an M4F): the product of a float and an integer below 2^9 is exact in double, so
+     * one float multiplication rounds it exactly as TFLite's double expression does */
     int32_t i;
     for (i = 0; i < n; ++i) {
-        out[i] = (float)(scale * (double)(in[i] - zero_point));
+        out[i] = scale * (float)(in[i] - zero_point);
     }
 }

@@ -130,7 +130,7 @@ void ce_transpose_s8(const ce_transpose_params *p, const int8_t *in, int8_t *out
 /* element-wise table look-up: out[i] = lut[in[i] + 128] (the int8 activations, tables built by the generator) */
 void ce_lut_s8(const int8_t *lut, const int8_t *in, int8_t *out, int32_t n);
 void ce_quantize_f32_s8(const float *in, int8_t *out, int32_t n, float scale, int32_t zero_point);
-void ce_dequantize_s8_f32(const int8_t *in, float *out, int32_t n, double scale, int32_t zero_point);
+void ce_dequantize_s8_f32(const int8_t *in, float *out, int32_t n, float scale, int32_t zero_point);
 
 #ifdef __cplusplus
 }
