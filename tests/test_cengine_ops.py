@@ -381,3 +381,26 @@ def test_placement_macros_alignment_and_designated_initialisers(tmp_path):
     assert syms["ce_arena"][0] == ".ce_arena"
     assert len(weights) >= 4 * 10 and all(sec == ".ce_weights" for sec, _ in weights.values()), weights
     assert all(addr % 4 == 0 for _, addr in weights.values())  # word-aligned constant tables
+
+
+def test_portable_smlad_wraps_like_the_instruction_without_undefined_behaviour(tmp_path):
+    import shutil
+    import subprocess
+
+    from firmware_export.cgen import build
+    from firmware_export.cgen.generator import kernel_sources
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    for fname, text in kernel_sources().items():
+        (tmp_path / fname).write_text(text)
+    (tmp_path / "t.c").write_text(
+        '#include "ce_kernels.c"\n#include <stdio.h>\nint main(void)\n{\n'
+        '    /* (-32768)^2 twice on top of INT32_MAX: 2^31 - 1 + 2^31 wraps to -1, as SMLAD computes it */\n'
+        '    const int32_t v = ce_smlad((int32_t)0x80008000u, (int32_t)0x80008000u, 2147483647);\n'
+        '    printf("%ld\\n", (long)v);\n    return v != -1;\n}\n')
+    exe = tmp_path / "t"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-DCE_NO_DSP", *build.SANITIZE_CFLAGS, "t.c", "-o", str(exe)],
+                   cwd=tmp_path, check=True, capture_output=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "-1", out.stdout + out.stderr

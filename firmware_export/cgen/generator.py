@@ -159,7 +159,9 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
     funcs = []
     for s in b.steps:
         body = re.sub(r"@T(\d+)@", lambda mm: ptr(int(mm.group(1))), s.body)
-        body = body.replace("@S@", f"(ce_arena.bytes + {offsets.get(f'scratch{s.index}', 0)})")
+        soff = offsets.get(f"scratch{s.index}", 0)  # planner offsets are 8-byte aligned
+        body = body.replace("@S16@", f"(ce_arena.h + {soff // 2})").replace("@S32@", f"(ce_arena.w + {soff // 4})")
+        body = body.replace("@S@", f"(ce_arena.bytes + {soff})")
         trace = "".join(f"\n#ifdef CE_TRACE\n    CE_TRACE({s.index}, {t}, {ptr(t)}, {model.tensor(t).nbytes});\n#endif"
                         for t in s.writes)
         funcs.append(f"/* layer {s.index}: {s.opcode}, {s.macs} MACs */\nstatic void {s.func}(void)\n{{\n    {body}{trace}\n}}\n")
@@ -197,7 +199,8 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
     source = _render("model.c.in", NAME=name, UPPER=up, CONSTS="\n".join(b.consts), FUNCS="\n".join(funcs), CALLS=calls,
                      IN_PTR=in_ptr, OUT_PTR=out_ptr, N_IN=n_in, N_OUT=n_out, FLOAT_WRAPPERS=float_wrappers,
                      IN_T=IO_CTYPES[core_dtypes[0]], OUT_T=IO_CTYPES[core_dtypes[1]],
-                     ARENA_ALLOC=plan.arena_bytes + 8)  # slack: the generic im2col may read 3 bytes past a row
+                     ARENA_ALLOC=plan.arena_bytes + 8, ARENA_H=(plan.arena_bytes + 8) // 2,
+                     ARENA_W=(plan.arena_bytes + 8) // 4)  # slack: the generic im2col may read 3 bytes past a row
     return Engine(name=name, header=header, source=source, plan=plan, steps=b.steps, input_shape=tuple(tin.shape),
                   output_shape=tuple(tout.shape), input_dtype=tin.dtype, output_dtype=tout.dtype,
                   core_input={"scale": cin_s, "zero_point": cin_z, "elements": n_in},

@@ -53,5 +53,5 @@ def lower(bld, op) -> None:
         if bld.can_overwrite(op, cand) and bld.t(cand).nbytes == ty.nbytes:
             bld.alias[y] = cand  # element-wise: out[i] depends on in[i] only
             break
-    bld.add_step(op, f"ce_add_s8(&{pn}, {bld.ptr(a)}, {bld.ptr(b)}, {bld.ptr(y)}, (int32_t *)(void *)@S@);",
+    bld.add_step(op, f"ce_add_s8(&{pn}, {bld.ptr(a)}, {bld.ptr(b)}, {bld.ptr(y)}, @S32@);",
                  [a, b], [y], 2 * 256 * 4)

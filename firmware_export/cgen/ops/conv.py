@@ -159,9 +159,9 @@ def _lower(bld, op, depthwise: bool) -> None:
     macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
     sfx = "_w4" if w4 else ""
     if as_conv:
-        body = f"ce_conv2d_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, (int16_t *)(void *)@S@);"
+        body = f"ce_conv2d_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S16@);"
     elif dw3x3:
-        body = f"ce_depthwise3x3_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, (int16_t *)(void *)@S@);"
+        body = f"ce_depthwise3x3_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S16@);"
     else:
         body = f"ce_depthwise_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S@);"
     if inplace:

@@ -66,7 +66,8 @@ static inline int32_t ce_sxtab16_ror8(int32_t a, int32_t x)
 }
 static inline int32_t ce_smlad(int32_t a, int32_t b, int32_t acc)
 {
-    return acc + ce_lo16(a) * ce_lo16(b) + ce_hi16(a) * ce_hi16(b);
+    /* the sum wraps modulo 2^32 like the instruction (no signed-overflow UB; each 16x16 product fits in int32) */
+    return (int32_t)((uint32_t)acc + (uint32_t)(ce_lo16(a) * ce_lo16(b)) + (uint32_t)(ce_hi16(a) * ce_hi16(b)));
 }
 static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_lo16(b); }
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_hi16(b); }
