@@ -217,12 +217,18 @@ def dynamic_batch_model(path):
     i = keras.Input((8, 8, 2))
     x = keras.layers.Conv2D(4, 3, activation="relu")(i)
     x = keras.layers.Dense(5)(keras.layers.Flatten()(x))
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(i, x))
+    return _full_integer(tf.lite.TFLiteConverter.from_keras_model(keras.Model(i, x)), (8, 8, 2), tf.int8, path)
+
+
+def _full_integer(conv, shape, io_type, path):
+    """Full-integer quantisation calibrated on uniform [0, 1) inputs, ``io_type`` at the model's boundary."""
+    import tensorflow as tf
+
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
-    conv.representative_dataset = lambda: ([rng.random((1, 8, 8, 2), dtype=np.float32)] for _ in range(8))
+    conv.representative_dataset = lambda: ([rng.random((1, *shape), dtype=np.float32)] for _ in range(8))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
+    conv.inference_input_type = conv.inference_output_type = io_type
     path.write_bytes(conv.convert())
     return path
 
@@ -273,13 +279,7 @@ def uint8_io_model(path):
     fn = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((1, 8, 8, 2), tf.float32)],
                      autograph=False)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(fn.get_concrete_function())])
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-    conv.representative_dataset = lambda: ([rng.random((1, 8, 8, 2), dtype=np.float32)] for _ in range(8))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.uint8
-    path.write_bytes(conv.convert())
-    return path
+    return _full_integer(conv, (8, 8, 2), tf.uint8, path)
 
 
 def test_uint8_io_model_bit_exact_with_a_uint8_api(tmp_path):

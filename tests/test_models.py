@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import models
-from toolchain.cli import main
+from tests.helpers import run_cli
 from toolchain.errors import ModelError
 
 ZOO = ["seed000_face", "seed001_basic_cnn", "seed002_keras_cnn", "seed003_fashion_cnn", "seed004_cs231n",
@@ -211,11 +211,7 @@ def test_input_too_small_is_a_model_error():
 
 
 def _run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+    return run_cli(args, capsys)
 
 
 def test_cli_models_json(capsys):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import models
-from toolchain.cli import main
+from tests.helpers import run_cli
 from toolchain.errors import ModelError, UsageError
 from toolchain.train import TrainOptions, train
 
@@ -23,11 +23,7 @@ META_KEYS = {"model", "dataset", "preprocessing", "labels", "num_classes", "inpu
 
 
 def _run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+    return run_cli(args, capsys)
 
 
 def _accuracy_from_files(run_dir: Path) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.cli import main
+from tests.helpers import run_cli
 from toolchain.errors import UsageError
 from toolchain.procutil import child_process_kwargs
 from toolchain.train_cluster import TF_CONFIG_ENV, parse_tf_config, parse_workers
@@ -229,11 +229,7 @@ def test_a_cluster_that_never_completes_ends_after_the_startup_timeout(tmp_path)
 
 
 def _run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+    return run_cli(args, capsys)
 
 
 GOOD_WORKERS = ["--workers", "127.0.0.1:2222,127.0.0.1:2223"]

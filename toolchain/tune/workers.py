@@ -118,5 +118,5 @@ def run_workers(url: str, n_trials: int, ctx: dict[str, Any], settings: dict[str
         raise ToolchainError(messages[0])
     bad = [(p.pid, p.exitcode) for p in procs if p.exitcode]
     if bad:
-        raise RuntimeError(f"tune worker(s) failed: " + ", ".join(f"pid {pid} exit code {c}" for pid, c in bad)
+        raise RuntimeError("tune worker(s) failed: " + ", ".join(f"pid {pid} exit code {c}" for pid, c in bad)
                            + " (the traceback is above)")

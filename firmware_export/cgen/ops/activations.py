@@ -68,7 +68,9 @@ def _sigmoid_params(sx) -> tuple[int, int, int]:
     return mult, left_shift, int(radius)
 
 
-def _logistic(bld, op):
+def _sigmoid_table(bld, op, fn, out_shift: int, out_offset: int) -> list[int]:
+    """TFLM's int8 LOGISTIC / TANH loop: saturate beyond the input radius, else Q4.27 input -> gemmlowp ``fn``
+    (Q0.31) -> rounding shift to the output."""
     sx, zx, _, _ = _scales(bld, op)
     mult, shift, radius = _sigmoid_params(sx)
     out = []
@@ -79,24 +81,17 @@ def _logistic(bld, op):
         elif x >= radius:
             out.append(127)
         else:
-            y = fx.logistic(fx.mbqm(x, mult, shift), INPUT_INTEGER_BITS)
-            out.append(_clamp8(fx.rdbpot(y, 31 - 8) - 128))
+            y = fn(fx.mbqm(x, mult, shift), INPUT_INTEGER_BITS)
+            out.append(_clamp8(fx.rdbpot(y, out_shift) + out_offset))
     return out
+
+
+def _logistic(bld, op):
+    return _sigmoid_table(bld, op, fx.logistic, 31 - 8, -128)  # output scale 1/256, zero point -128
 
 
 def _tanh(bld, op):
-    sx, zx, _, _ = _scales(bld, op)
-    mult, shift, radius = _sigmoid_params(sx)
-    out = []
-    for q in range(-128, 128):
-        x = q - zx
-        if x <= -radius:
-            out.append(-128)
-        elif x >= radius:
-            out.append(127)
-        else:
-            out.append(_clamp8(fx.rdbpot(fx.tanh(fx.mbqm(x, mult, shift), INPUT_INTEGER_BITS), 31 - 7)))
-    return out
+    return _sigmoid_table(bld, op, fx.tanh, 31 - 7, 0)  # output scale 1/128, zero point 0
 
 
 def _int16_multiplier(m32: int) -> int:

@@ -3,6 +3,8 @@ the user's message (``firmware_export.cgen.ops.supported``)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 ACTIVATIONS = (None, "NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
 
@@ -69,3 +71,31 @@ def data_input_not_constant(bld, op):
     """a constant data input is not supported"""
     t = bld.t(op.inputs[0])
     return t.data is None, f"tensor '{t.name}'"
+
+
+def int32_bias(bld, op):
+    """needs a constant int32 bias (or none)"""
+    if len(op.inputs) < 3 or op.inputs[2] < 0:
+        return True, ""
+    tb = bld.t(op.inputs[2])
+    return tb.data is not None and tb.dtype == "int32", f"{tb.dtype}"
+
+
+def weights_check(bld, op, rank: int) -> tuple[bool, str]:
+    """Constant int8/int4 weights of ``rank`` dimensions, int4 values in range, zero points 0 (the rule bodies of
+    the convolution and fully-connected families)."""
+    tw = bld.t(op.inputs[1])
+    if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != rank:
+        return False, f"{tw.dtype} {list(tw.shape)}{' (not constant)' if tw.data is None else ''}"
+    vals = np.asarray(tw.data)
+    if tw.dtype == "int4" and vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
+        return False, "int4 weights outside [-8, 7]"
+    zp = tw.zero_point
+    return zp is None or not np.any(np.asarray(zp) != 0), "non-zero weight zero point"
+
+
+def scale_count(bld, op, n: int, what: str) -> tuple[bool, str]:
+    """One weight scale per output (``n`` of them) or one for all."""
+    ws = bld.t(op.inputs[1]).scale
+    size = 0 if ws is None else int(np.asarray(ws).size)
+    return size in (1, n), f"{size} scales for {n} {what}"

@@ -19,14 +19,7 @@ def batch1_4d(bld, op):
 
 def constant_weights(bld, op):
     """needs constant int8 or int4 weights with values in range, symmetric (zero point 0)"""
-    tw = bld.t(op.inputs[1])
-    if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != 4:
-        return False, f"{tw.dtype} {list(tw.shape)}{' (not constant)' if tw.data is None else ''}"
-    vals = np.asarray(tw.data)
-    if tw.dtype == "int4" and vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
-        return False, "int4 weights outside [-8, 7]"
-    zp = tw.zero_point
-    return zp is None or not np.any(np.asarray(zp) != 0), "non-zero weight zero point"
+    return common.weights_check(bld, op, 4)
 
 
 def weights_match(bld, op):
@@ -42,18 +35,7 @@ def weights_match(bld, op):
 
 def channel_scales(bld, op):
     """needs one weight scale per output channel, or one for all"""
-    n = int(bld.t(op.outputs[0]).shape[3])
-    ws = bld.t(op.inputs[1]).scale
-    size = 0 if ws is None else int(np.asarray(ws).size)
-    return size in (1, n), f"{size} scales for {n} channels"
-
-
-def int32_bias(bld, op):
-    """needs a constant int32 bias (or none)"""
-    if len(op.inputs) < 3 or op.inputs[2] < 0:
-        return True, ""
-    tb = bld.t(op.inputs[2])
-    return tb.data is not None and tb.dtype == "int32", f"{tb.dtype}"
+    return common.scale_count(bld, op, int(bld.t(op.outputs[0]).shape[3]), "channels")
 
 
 def kernel_dims(bld, op):
@@ -73,7 +55,7 @@ def kernel_dims(bld, op):
 
 
 CONSTRAINTS = (common.int8_io, common.quantised_io, batch1_4d, constant_weights, weights_match, channel_scales,
-               int32_bias, kernel_dims, common.fused_activation)
+               common.int32_bias, kernel_dims, common.fused_activation)
 
 
 def lower(bld, op) -> None:

@@ -12,14 +12,7 @@ OPCODES = ("FULLY_CONNECTED",)
 
 def constant_weights(bld, op):
     """needs constant 2-D int8 or int4 weights with values in range, symmetric (zero point 0)"""
-    tw = bld.t(op.inputs[1])
-    if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != 2:
-        return False, f"{tw.dtype} {list(tw.shape)}{' (not constant)' if tw.data is None else ''}"
-    vals = np.asarray(tw.data)
-    if tw.dtype == "int4" and vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
-        return False, "int4 weights outside [-8, 7]"
-    zp = tw.zero_point
-    return zp is None or not np.any(np.asarray(zp) != 0), "non-zero weight zero point"
+    return common.weights_check(bld, op, 2)
 
 
 def input_matches(bld, op):
@@ -31,22 +24,11 @@ def input_matches(bld, op):
 
 def channel_scales(bld, op):
     """needs one weight scale per output unit, or one for all"""
-    n = int(bld.t(op.inputs[1]).shape[0])
-    ws = bld.t(op.inputs[1]).scale
-    size = 0 if ws is None else int(np.asarray(ws).size)
-    return size in (1, n), f"{size} scales for {n} units"
+    return common.scale_count(bld, op, int(bld.t(op.inputs[1]).shape[0]), "units")
 
 
-def int32_bias(bld, op):
-    """needs a constant int32 bias (or none)"""
-    if len(op.inputs) < 3 or op.inputs[2] < 0:
-        return True, ""
-    tb = bld.t(op.inputs[2])
-    return tb.data is not None and tb.dtype == "int32", f"{tb.dtype}"
-
-
-CONSTRAINTS = (common.int8_io, common.quantised_io, constant_weights, input_matches, channel_scales, int32_bias,
-               common.fused_activation)
+CONSTRAINTS = (common.int8_io, common.quantised_io, constant_weights, input_matches, channel_scales,
+               common.int32_bias, common.fused_activation)
 
 
 def lower(bld, op) -> None:
