@@ -43,10 +43,11 @@ def test_reference_models_bit_exact_on_cortex_m4(name, tmp_path):
     # every MAC needs at least half an instruction even with dual-MAC SMLAD; and the count is deterministic
     assert res["instructions_per_inference"] >= res["macs"] / 2
     assert res["macs_per_instruction"] == pytest.approx(res["macs"] / res["instructions_per_inference"], rel=1e-3)
-    # footprint: the weights are in flash, the arena in RAM; the engine stays under TFLM's flash budget
-    # (.tflite + 9.7 KB core; the benchmark reports the exact ratio, ResNet-8 lands just under 0.8x)
+    # footprint: the weights are in flash, the arena in RAM. Convolutions whose weights serve >= 64 output pixels
+    # keep them as int16 (packing.WIDE_MIN_PIXELS): at most twice the weight bytes, plus < 16 KB of engine code
+    # (benchmarks/results/m4.md compares with TFLM + CMSIS-NN's linked flash)
     tflite_bytes = path.stat().st_size
-    assert res["flash_bytes"] <= 0.85 * (tflite_bytes + 9.7 * 1024)
+    assert res["flash_bytes"] <= 2 * tflite_bytes + 16 * 1024
     assert res["ram_bytes"] >= res["arena_bytes"] and res["stack_bytes"] > 0
     # the DSP path really is compiled in: SMLAD in the linked firmware
     if res["macs"] > 10_000:

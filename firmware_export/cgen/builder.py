@@ -4,6 +4,7 @@ parameters, constants emitted as C text, the steps (one C function per layer) an
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,7 @@ class Builder:
         self.alias: dict[int, int] = {}  # tensor -> tensor it shares storage with (RESHAPE, in-place ops)
         self.protected: set[int] = set()  # tensors whose storage may not be overwritten (model output group)
         self.inplace_enabled = True
+        self._part = ""  # constant-name tag of a fused operator (``part``)
         # static alias groups of RESHAPE and the last operator reading each group
         root = {}
         for op in model.operators:
@@ -124,9 +126,12 @@ class Builder:
     def ptr(self, tensor: int) -> str:
         return f"@T{tensor}@"
 
-    def add_step(self, op, body: str, reads, writes, scratch: int = 0, macs: int = 0, wbytes: int = 0) -> None:
-        func = f"{self.name}_layer{len(self.steps)}_{op.opcode.lower()}"
-        self.steps.append(Step(len(self.steps), op.opcode, func, body, list(reads), list(writes), scratch, macs,
+    def add_step(self, op, body: str, reads, writes, scratch: int = 0, macs: int = 0, wbytes: int = 0,
+                 label: str | None = None) -> None:
+        """Append a step (one C function); ``label`` names a fused step (default: the operator's opcode)."""
+        label = label or op.opcode
+        func = f"{self.name}_layer{len(self.steps)}_{label.lower()}"
+        self.steps.append(Step(len(self.steps), label, func, body, list(reads), list(writes), scratch, macs,
                                wbytes))
 
     def params(self, ctype: str, **fields) -> str:
@@ -137,9 +142,21 @@ class Builder:
         return name
 
     def const_name(self, suffix: str) -> str:
-        return f"{self.name}_l{len(self.steps)}_{suffix}"
+        return f"{self.name}_l{len(self.steps)}{self._part}_{suffix}"
 
-    def per_channel(self, op, x: int, w: int, y: int, n: int) -> tuple[str, str]:
+    @contextmanager
+    def part(self, tag: str):
+        """Constants emitted inside are named for a second operator of the same step (a fused layer)."""
+        old, self._part = self._part, f"_{tag}"
+        try:
+            yield
+        finally:
+            self._part = old
+
+    def per_channel(self, op, x: int, w: int, y: int, n: int) -> tuple[str, str, str]:
+        """Requantisation constants of a conv / fully-connected layer: names of the multiplier and shift arrays and
+        of ``rq_hi`` (2^(-shift-2) per channel when every shift is below -1: the kernels' branch-free output stage;
+        ``NULL`` otherwise)."""
         sx, _ = self.qparams(x)
         sy, _ = self.qparams(y)
         tw = self.t(w)
@@ -163,7 +180,12 @@ class Builder:
         mn, sn = self.const_name("mult"), self.const_name("shift")
         self.consts.append(_array("int32_t", mn, mults, 8))
         self.consts.append(_array("int8_t", sn, shifts, 16))
-        return mn, sn
+        if all(sh < -1 for sh in shifts):
+            hn = self.const_name("rq_hi")
+            self.consts.append(_array("int32_t", hn, [1 << (-sh - 2) for sh in shifts], 8))
+        else:
+            hn = "NULL"
+        return mn, sn, hn
 
     def bias(self, op, b: int, n: int) -> str:
         bn = self.const_name("bias")
@@ -181,6 +203,14 @@ class Builder:
         wn = self.const_name("weights")
         self.consts.append(_array("int8_t", wn, arr.astype(np.int64), 24))
         return wn
+
+    def wide_weights(self, interleaved: np.ndarray) -> tuple[str, int]:
+        """Convolution weights in the int16 layout of ``p->wide`` (``packing.widen_groups``); returns (C expression
+        for the params, bytes)."""
+        wn = self.const_name("weights16")
+        wide = packing.widen_groups(interleaved)
+        self.consts.append(_array("int16_t", wn, wide.astype(np.int64), 24))
+        return f"(const int8_t *){wn}", 2 * wide.size
 
     def packed_weights(self, packed: np.ndarray) -> tuple[str, int]:
         """Packed int4 weights as a word-aligned uint8 array; returns (C expression for the params, bytes)."""

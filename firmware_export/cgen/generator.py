@@ -30,7 +30,7 @@ import numpy as np
 
 from firmware_export.cgen import fold, ops, planner
 from firmware_export.cgen.builder import Builder, Step, _c_float, resolve
-from firmware_export.cgen.ops import boundary
+from firmware_export.cgen.ops import boundary, conv, resblock
 from toolchain.errors import ExportError
 
 SUPPORTED_OPS = ops.SUPPORTED_OPS
@@ -117,8 +117,29 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
                               received=f"tensor '{model.tensor(t).name}' is {model.tensor(t).dtype}")
     b.protected.add(resolve(b._static_root, core_out))
     b.protected.add(core_out)
+    consumers: dict[int, list] = {}
     for op in model.operators:
-        if op.index not in skip:
+        for t in op.inputs:
+            if t >= 0:
+                consumers.setdefault(resolve(b._static_root, t), []).append(op)
+    producers = {t: op for op in model.operators for t in op.outputs}
+    blocks = {}
+    for op in model.operators:
+        blk = resblock.match(b, op, producers, consumers) if op.index not in skip else None
+        if blk is not None and not any(o.index in skip for o in blk.ops):
+            blocks[op.index] = blk
+            skip |= {o.index for o in blk.ops}
+    for op in model.operators:
+        if op.index in blocks:
+            resblock.lower(b, blocks[op.index])
+            continue
+        if op.index in skip:
+            continue
+        fc = conv.fused_fc(b, op, consumers) if op.opcode in conv.OPCODES and b.inplace_enabled else None
+        if fc is not None:
+            conv.lower(b, op, fc)
+            skip.add(fc.index)
+        else:
             ops.lower(b, op)
 
     # ---- memory plan ----

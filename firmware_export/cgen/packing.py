@@ -5,6 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
+def widen_groups(interleaved: np.ndarray) -> np.ndarray:
+    """int16 weight layout of the ``wide`` convolution kernels: every group of 4 int8 weights (w0, w1, w2, w3) of the
+    ``interleave_rows`` layout becomes the int16 values (w0, w2, w1, w3), i.e. the two words SXTB16 and SXTB16 ROR 8
+    would make of it, so the kernel loads them instead of extending them."""
+    flat = np.asarray(interleaved, dtype=np.int8).reshape(-1, 4)
+    return flat[:, [0, 2, 1, 3]].astype(np.int16).reshape(-1)
+
+
+# a convolution's weights are stored as int16 (twice the flash, no sign extension in the inner loop) when each
+# weight is used for at least this many output pixels
+WIDE_MIN_PIXELS = 64
+
+
 # int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel
 # accumulates at most this many taps without a partial sum (CONV_2D / FULLY_CONNECTED sum in chunks, ce_kernels.c)
 MAX_INT4_DEPTHWISE_TAPS = (2 ** 31 - 1) // (128 * 255)

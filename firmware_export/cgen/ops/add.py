@@ -41,6 +41,22 @@ CONSTRAINTS = (common.int8_all, common.quantised_all, common.non_constant_inputs
 def lower(bld, op) -> None:
     a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
     ty = bld.t(y)
+    pn = params(bld, op)
+    for cand in (a, b):
+        if bld.can_overwrite(op, cand) and bld.t(cand).nbytes == ty.nbytes:
+            bld.alias[y] = cand  # element-wise: out[i] depends on in[i] only
+            break
+    bld.add_step(op, f"ce_add_s8(&{pn}, {bld.ptr(a)}, {bld.ptr(b)}, {bld.ptr(y)}, @S32@);",
+                 [a, b], [y], TABLE_BYTES)
+
+
+TABLE_BYTES = 2 * 256 * 4  # ce_add_tables: each input rescaled for every int8 value
+
+
+def params(bld, op) -> str:
+    """Emit the layer's ``ce_add_params``; returns its name."""
+    a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    ty = bld.t(y)
     _, z1 = bld.qparams(a)
     _, z2 = bld.qparams(b)
     _, zo = bld.qparams(y)
@@ -49,9 +65,4 @@ def lower(bld, op) -> None:
     pn = bld.params("ce_add_params", size=ty.num_elements, in1_mult=m1, in2_mult=m2, out_mult=mo,
                     left_shift=LEFT_SHIFT, in1_offset=-z1, in1_shift=sh1, in2_offset=-z2, in2_shift=sh2, out_offset=zo,
                     out_shift=sho, act_min=lo, act_max=hi)
-    for cand in (a, b):
-        if bld.can_overwrite(op, cand) and bld.t(cand).nbytes == ty.nbytes:
-            bld.alias[y] = cand  # element-wise: out[i] depends on in[i] only
-            break
-    bld.add_step(op, f"ce_add_s8(&{pn}, {bld.ptr(a)}, {bld.ptr(b)}, {bld.ptr(y)}, @S32@);",
-                 [a, b], [y], 2 * 256 * 4)
+    return pn

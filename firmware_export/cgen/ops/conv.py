@@ -58,11 +58,41 @@ CONSTRAINTS = (common.int8_io, common.quantised_io, batch1_4d, constant_weights,
                common.int32_bias, kernel_dims, common.fused_activation)
 
 
-def lower(bld, op) -> None:
-    _lower(bld, op, op.opcode == "DEPTHWISE_CONV_2D")
+def lower(bld, op, fc=None) -> None:
+    """Lower ``op``; with ``fc`` (``fused_fc``) the convolution and that FULLY_CONNECTED as one step."""
+    _lower(bld, op, op.opcode == "DEPTHWISE_CONV_2D", fc)
 
 
-def _lower(bld, op, depthwise: bool) -> None:
+def emit(bld, op) -> tuple[str, int, int, int]:
+    """Emit a CONV_2D's constants and ``ce_conv_params`` for a fused step (no step of its own, no in-place
+    storage); returns (params name, scratch bytes, MACs, constant bytes)."""
+    return _lower(bld, op, False, None, True)
+
+
+def fused_fc(bld, op, consumers: dict[int, list]):
+    """The FULLY_CONNECTED operator that reads the whole output of convolution ``op`` and is its only reader
+    (through RESHAPEs), when the two run as one step (``ce_conv2d_fc_s8``): the convolution's output is then
+    never stored whole. ``consumers``: alias root -> operators reading it. None when they cannot be fused."""
+    from firmware_export.cgen.builder import resolve
+
+    if op.opcode == "DEPTHWISE_CONV_2D" and int(bld.t(op.inputs[0]).shape[3]) != 1:
+        return None
+    y = op.outputs[0]
+    ty, tw = bld.t(y), bld.t(op.inputs[1])
+    readers = [r for r in consumers.get(resolve(bld._static_root, y), []) if r.opcode != "RESHAPE"]
+    if tw.dtype == "int4" or len(readers) != 1 or readers[0].opcode != "FULLY_CONNECTED":
+        return None
+    fc = readers[0]
+    if resolve(bld._static_root, y) in bld.protected or bld.t(fc.inputs[1]).dtype == "int4":
+        return None
+    tx = bld.t(fc.inputs[0])
+    k = int(bld.t(fc.inputs[1]).shape[1])
+    ok = (resolve(bld._static_root, fc.inputs[0]) == resolve(bld._static_root, y) and tx.num_elements == k
+          and ty.num_elements == k and (int(ty.shape[2]) * int(ty.shape[3])) % 4 == 0)
+    return fc if ok else None
+
+
+def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
     b = op.inputs[2] if len(op.inputs) > 2 else -1
     tx, tw, ty = bld.t(x), bld.t(w), bld.t(y)
@@ -78,13 +108,14 @@ def _lower(bld, op, depthwise: bool) -> None:
     lo, hi = bld.act_range(o.get("fused_activation_function"), y, op)
     _, zx = bld.qparams(x)
     _, zy = bld.qparams(y)
-    mn, sn = bld.per_channel(op, x, w, y, oc)
+    mn, sn, hn = bld.per_channel(op, x, w, y, oc)
     bn = bld.bias(op, b, oc)
     warr = np.asarray(tw.data, dtype=np.int8)
     as_conv = (not depthwise) or ic == 1
     dm = oc // ic if depthwise else 1
     dw3x3 = (depthwise and not as_conv and (kh, kw, sh, sw, dh, dw, dm) == (3, 3, 1, 1, 1, 1, 1)
              and ic % 4 == 0 and pad_t <= 1 and pad_l <= 1)
+    wide = as_conv and not w4 and oh * ow >= packing.WIDE_MIN_PIXELS
     k = kh * kw * (1 if depthwise else ic)
     kp = (k + 3) // 4 * 4
     if as_conv:
@@ -102,6 +133,8 @@ def _lower(bld, op, depthwise: bool) -> None:
             kp = kh * rowp
         if w4:
             wn, wbytes = bld.packed_weights(packing.pack_int4_rows(w2d))
+        elif wide:
+            wn, wbytes = bld.wide_weights(packing.interleave_rows(w2d))
         else:
             wn = bld.weights(packing.interleave_rows(w2d))
     elif dw3x3:
@@ -111,7 +144,7 @@ def _lower(bld, op, depthwise: bool) -> None:
             wn, wbytes = bld.packed_weights(packing.pack_int4_depthwise(warr.reshape(kh * kw, oc)))
         else:
             wn = bld.weights(warr)
-    if not w4:
+    if not w4 and not wide:
         wbytes = warr.size
     inplace = 0
     scratch = 0
@@ -121,8 +154,14 @@ def _lower(bld, op, depthwise: bool) -> None:
         kp = (kp + 7) // 8 * 8  # int4 rows: whole words of 8 values (the last column group meets zero weights)
     if as_conv:
         scratch = 4 * kp  # two interleaved int32 im2col columns: 2 words per group of 4 elements and pixel
-        if (1 if depthwise else ic) % 4:
-            scratch += 2 * kp_col  # int16 row buffer of the generic im2col (border pixels)
+        cin = 1 if depthwise else ic
+        if cin % 4 and dw == 1:
+            # ring of staged, zero-point padded input rows (ce_rows_width / ce_rows_init in ce_kernels.c)
+            rowp = (kw * cin + 3) // 4 * 4
+            wp = (max((pad_l + iw) * cin, (ow - 1) * sw * cin + rowp) + 3) // 4 * 4
+            scratch += ((kh - 1) * dh + 1 + sh) * wp
+        elif cin % 4:
+            scratch += 2 * kp_col  # int16 row buffer of the generic im2col (dilated border pixels)
         if (kh, kw) == (1, 1) and same_geometry and pad_t == 0 and pad_l == 0 and oc <= ic \
                 and bld.can_overwrite(op, x):
             inplace = 1
@@ -136,10 +175,24 @@ def _lower(bld, op, depthwise: bool) -> None:
             scratch = ow * oc + pad_t * iw * ic
     pn = bld.params("ce_conv_params", in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
                     stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_t=pad_t, pad_l=pad_l, depth_multiplier=dm,
-                    inplace=inplace, in_offset=-zx, out_offset=zy, act_min=lo, act_max=hi, k_padded=kp, weights=wn,
-                    bias=bn, mult=mn, shift=sn)
+                    inplace=inplace, wide=int(wide), in_offset=-zx, out_offset=zy, act_min=lo, act_max=hi,
+                    k_padded=kp, weights=wn, bias=bn, mult=mn, shift=sn, rq_hi=hn)
     macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
     sfx = "_w4" if w4 else ""
+    if emit_only:
+        return pn, scratch, macs, wbytes + 4 * oc
+    if fc is not None:
+        from firmware_export.cgen.ops import fully_connected
+
+        with bld.part("fc"):
+            fpn, _, _, fmacs, fbytes = fully_connected.params(bld, fc)
+        nacc = (int(bld.t(fc.inputs[1]).shape[0]) + 1) // 2 * 2
+        row = ow * oc
+        scratch += 4 * nacc + (row + 3) // 4 * 4 + 4  # accumulators, one output row (ce_conv2d_fc_s8)
+        body = f"ce_conv2d_fc_s8(&{pn}, &{fpn}, {bld.ptr(x)}, {bld.ptr(fc.outputs[0])}, @S32@);"
+        bld.add_step(op, body, [x], [fc.outputs[0]], scratch, macs + fmacs, wbytes + 4 * oc + fbytes,
+                     label=f"{op.opcode}_FULLY_CONNECTED")
+        return
     if as_conv:
         body = f"ce_conv2d_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S16@);"
     elif dw3x3:

@@ -32,6 +32,15 @@ CONSTRAINTS = (common.int8_io, common.quantised_io, constant_weights, input_matc
 
 
 def lower(bld, op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    pn, w4, batches, macs, wbytes = params(bld, op)
+    body = f"ce_fully_connected_s8{'_w4' if w4 else ''}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});"
+    bld.add_step(op, body, [x], [y], 0, macs, wbytes)
+
+
+def params(bld, op) -> tuple[str, bool, int, int, int]:
+    """Emit the layer's constants and ``ce_fc_params``; returns (params name, int4 weights, batches, MACs,
+    constant bytes)."""
     x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
     b = op.inputs[2] if len(op.inputs) > 2 else -1
     tx, tw = bld.t(x), bld.t(w)
@@ -41,7 +50,7 @@ def lower(bld, op) -> None:
     lo, hi = bld.act_range(op.options.get("fused_activation_function"), y, op)
     _, zx = bld.qparams(x)
     _, zy = bld.qparams(y)
-    mn, sn = bld.per_channel(op, x, w, y, n)
+    mn, sn, hn = bld.per_channel(op, x, w, y, n)
     bn = bld.bias(op, b, n)
     w2d = np.asarray(tw.data, dtype=np.int8).reshape(n, k)
     if w4:
@@ -49,6 +58,5 @@ def lower(bld, op) -> None:
     else:
         wn, wbytes = bld.weights(packing.interleave_rows(w2d)), n * k
     pn = bld.params("ce_fc_params", batches=batches, in_depth=k, out_depth=n, in_offset=-zx, out_offset=zy,
-                    act_min=lo, act_max=hi, weights=wn, bias=bn, mult=mn, shift=sn)
-    body = f"ce_fully_connected_s8{'_w4' if w4 else ''}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)});"
-    bld.add_step(op, body, [x], [y], 0, batches * n * k, wbytes + 4 * n)
+                    act_min=lo, act_max=hi, weights=wn, bias=bn, mult=mn, shift=sn, rq_hi=hn)
+    return pn, w4, batches, batches * n * k, wbytes + 4 * n

@@ -82,7 +82,9 @@ static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
 
 #if defined(__GNUC__)
 #define CE_NOINLINE __attribute__((noinline))
+#define CE_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
+#define CE_ALWAYS_INLINE inline
 #define CE_NOINLINE
 #endif
 
@@ -174,6 +176,38 @@ static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int
     *dst1 = (int8_t)v1;
 }
 
+/* ce_mbqm_fold without its branch, for layers whose every shift is below -1 (the generator sets rq_hi[c] =
+ * 2^(-shift-2) then): hi32(x*m + K) >> (r - 1), r = -shift, K's words 2^30 XOR [x<0]*2^31 and 2^(r-2) - [x<0]. */
+static inline int32_t ce_fold_fast(int32_t x, int32_t mult, int32_t khi, int32_t shift)
+{
+    const int32_t sgn = x >> 31;
+    const uint32_t lo = 0x40000000u ^ ((uint32_t)sgn << 31);
+    return ce_smlal_hi(x, mult, lo, khi + sgn) >> (-shift - 1);
+}
+
+static inline void ce_requant_pair_fold(int32_t acc0, int32_t acc1, int32_t mult, int32_t khi, int32_t shift,
+                                        int32_t off, int32_t lo, int32_t hi, const int full, int8_t *dst0,
+                                        int8_t *dst1)
+{
+    int32_t v0 = ce_fold_fast(acc0, mult, khi, shift) + off;
+    int32_t v1 = ce_fold_fast(acc1, mult, khi, shift) + off;
+    if (full) {
+        v0 = ce_ssat8(v0);
+        v1 = ce_ssat8(v1);
+    } else {
+        v0 = ce_clamp(v0, lo, hi);
+        v1 = ce_clamp(v1, lo, hi);
+    }
+    *dst0 = (int8_t)v0;
+    *dst1 = (int8_t)v1;
+}
+
+static inline int8_t ce_requant_fold(int32_t acc, int32_t mult, int32_t khi, int32_t shift, int32_t off, int32_t lo,
+                                     int32_t hi)
+{
+    return (int8_t)ce_clamp(ce_fold_fast(acc, mult, khi, shift) + off, lo, hi);
+}
+
 /* round half away from zero (std::round) for |x| < 2^23, without libm */
 static inline int32_t ce_round_f32(float x)
 {
@@ -200,9 +234,79 @@ static inline int32_t ce_pack16(int32_t lo, int32_t hi)
     return (int32_t)(((uint32_t)(uint16_t)(int16_t)hi << 16) | (uint32_t)(uint16_t)(int16_t)lo);
 }
 
-static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, int32_t *col, int32_t gstride,
-                      int16_t *nat)
+/* Channel counts that are not a multiple of 4 (dilation 1 across): input rows are staged, zero-point padded to
+ * the left and right, in a ring of (k_h - 1) * dil_h + 1 + stride_h rows (the rows of two consecutive output rows),
+ * so that every patch row is one contiguous run of bytes, read as words whatever the padding. Rows are staged
+ * lazily, in order; rows above or below the input are all zero point (zero after the input offset). */
+typedef struct {
+    int8_t *ring;
+    int32_t wp;    /* bytes per staged row (ce_rows_width) */
+    int32_t slots; /* rows in the ring */
+    int32_t next;  /* next padded row index to stage */
+} ce_rows;
+
+static int32_t ce_rows_width(const ce_conv_params *p)
 {
+    const int32_t ic = p->in_c;
+    const int32_t rowp = (p->k_w * ic + 3) & ~3;
+    const int32_t a = (p->pad_l + p->in_w) * ic;
+    const int32_t b = (p->out_w - 1) * p->stride_w * ic + rowp;
+    return ((a > b ? a : b) + 3) & ~3;
+}
+
+static void ce_rows_init(const ce_conv_params *p, ce_rows *r, int8_t *ring)
+{
+    r->ring = ring;
+    r->wp = ce_rows_width(p);
+    r->slots = (p->k_h - 1) * p->dil_h + 1 + p->stride_h;
+    r->next = 0;
+}
+
+static void ce_rows_upto(const ce_conv_params *p, const int8_t *in, ce_rows *r, int32_t last)
+{
+    const int8_t zp = (int8_t)(-p->in_offset);
+    const int32_t ic = p->in_c;
+    while (r->next <= last) {
+        int8_t *dst = r->ring + (r->next % r->slots) * r->wp;
+        const int32_t iy = r->next - p->pad_t;
+        int32_t i = 0;
+        if (iy >= 0 && iy < p->in_h) {
+            const int32_t lead = p->pad_l * ic, run = p->in_w * ic;
+            for (; i < lead; ++i) {
+                dst[i] = zp;
+            }
+            ce_copy_s8(in + iy * run, dst + lead, run);
+            i = lead + run;
+        }
+        for (; i < r->wp; ++i) {
+            dst[i] = zp;
+        }
+        r->next += 1;
+    }
+}
+
+/* the im2col state of one convolution: two interleaved columns, the int16 row of the dilated generic path, the
+ * staged-row ring of channel counts that are not a multiple of 4, and in_slots: 0, or the input is itself a ring
+ * of that many rows (input row iy at in + (iy % in_slots) * in_w * in_c; channels a multiple of 4) */
+typedef struct {
+    int32_t *col;
+    int16_t *nat;
+    ce_rows rows;
+    ce_rows *rp;
+    int32_t in_slots;
+} ce_conv_state;
+
+static inline const int8_t *ce_in_row(const ce_conv_params *p, const int8_t *in, const ce_conv_state *st,
+                                      int32_t iy)
+{
+    return in + (st->in_slots ? iy % st->in_slots : iy) * p->in_w * p->in_c;
+}
+
+static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, int32_t *col, int32_t gstride,
+                      const ce_conv_state *st)
+{
+    int16_t *nat = st->nat;
+    ce_rows *rows = st->rp;
     const int32_t ic = p->in_c;
     const int32_t oy = pix / p->out_w;
     const int32_t ox = pix - oy * p->out_w;
@@ -217,7 +321,7 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
             const int32_t iy = iy0 + ky * p->dil_h;
             if (x_inside && iy >= 0 && iy < p->in_h) {
                 /* the patch row is one contiguous run of k_w * in_c bytes */
-                const int8_t *src = in + (iy * p->in_w + ix0) * ic;
+                const int8_t *src = ce_in_row(p, in, st, iy) + ix0 * ic;
                 int32_t n = (p->k_w * ic) >> 2;
                 while (n-- > 0) {
                     const int32_t v = ce_rd32(src);
@@ -238,7 +342,7 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
                         dst += gstride;
                     }
                 } else {
-                    const int8_t *src = in + (iy * p->in_w + ix) * ic;
+                    const int8_t *src = ce_in_row(p, in, st, iy) + ix * ic;
                     for (c = 0; c < ic; c += 4) {
                         const int32_t v = ce_rd32(src + c);
                         dst[0] = ce_sxtab16(off2, v);
@@ -256,6 +360,21 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
         const int x_inside = p->dil_w == 1 && ix0 >= 0 && ix0 + p->k_w <= p->in_w;
         int32_t *dst = col;
         int32_t j, g;
+        if (rows != NULL) {
+            const int32_t prow = oy * p->stride_h;
+            const int32_t xoff = ox * p->stride_w * ic;
+            ce_rows_upto(p, in, rows, prow + (p->k_h - 1) * p->dil_h);
+            for (ky = 0; ky < p->k_h; ++ky) {
+                const int8_t *src = rows->ring + ((prow + ky * p->dil_h) % rows->slots) * rows->wp + xoff;
+                for (g = 0; g < rowp; g += 4) {
+                    const int32_t v = ce_rd32(src + g);
+                    dst[0] = ce_sxtab16(off2, v);
+                    dst[1] = ce_sxtab16_ror8(off2, v);
+                    dst += gstride;
+                }
+            }
+            return;
+        }
         for (ky = 0; ky < p->k_h; ++ky) {
             const int32_t iy = iy0 + ky * p->dil_h;
             if (x_inside && iy >= 0 && iy < p->in_h) {
@@ -379,6 +498,92 @@ static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups,
 }
 #endif
 
+/* int16 weights (p->wide): the same rows, pairs and groups, each group of 4 int8 weights stored as the two int16
+ * pair words SXTB16 would make of it ((w0, w2), (w1, w3)); a pair of rows takes 16 bytes per group. */
+#if defined(CE_ARM_DSP) && defined(__OPTIMIZE__) && !defined(CE_NO_ASM)
+#define CE_DOT16_2X2_GROUP                                                                                      \
+    "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"                                                                         \
+    "smlad %[a0], %[wa], %[x0], %[a0]\n\t"                                                                      \
+    "smlad %[a1], %[wa], %[x2], %[a1]\n\t"                                                                      \
+    "smlad %[a0], %[wb], %[x1], %[a0]\n\t"                                                                      \
+    "smlad %[a1], %[wb], %[x3], %[a1]\n\t"                                                                      \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"                                                                         \
+    "smlad %[b0], %[wa], %[x0], %[b0]\n\t"                                                                      \
+    "smlad %[b1], %[wa], %[x2], %[b1]\n\t"                                                                      \
+    "smlad %[b0], %[wb], %[x1], %[b0]\n\t"                                                                      \
+    "smlad %[b1], %[wb], %[x3], %[b1]\n\t"
+
+static CE_NOINLINE void ce_dot16_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
+{
+    register int32_t x0 __asm__("r3");
+    register int32_t x1 __asm__("r4");
+    register int32_t x2 __asm__("r5");
+    register int32_t x3 __asm__("r6");
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    int32_t wa, wb;
+    int32_t n = groups >> 1;
+    if (groups & 1) {
+        __asm__ volatile(CE_DOT16_2X2_GROUP
+                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
+                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wa] "=&r"(wa),
+                           [wb] "=&r"(wb)
+                         :
+                         : "memory");
+    }
+    if (n > 0) {
+        __asm__ volatile("1:\n\t" CE_DOT16_2X2_GROUP CE_DOT16_2X2_GROUP
+                         "subs %[n], %[n], #1\n\t"
+                         "bne 1b\n\t"
+                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
+                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wa] "=&r"(wa),
+                           [wb] "=&r"(wb), [n] "+r"(n)
+                         :
+                         : "cc", "memory");
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
+#else
+static inline void ce_dot16_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
+{
+    int32_t s0a = acc[0], s0b = acc[1], s1a = acc[2], s1b = acc[3];
+    while (groups-- > 0) {
+        const int32_t wa0 = ce_rd32(w), wa1 = ce_rd32(w + 4), wb0 = ce_rd32(w + 8), wb1 = ce_rd32(w + 12);
+        const int32_t xa0 = c[0], xa1 = c[1], xb0 = c[2], xb1 = c[3];
+        w += 16;
+        c += 4;
+        s0a = ce_smlad(wa0, xa0, s0a);
+        s0b = ce_smlad(wa0, xb0, s0b);
+        s0a = ce_smlad(wa1, xa1, s0a);
+        s0b = ce_smlad(wa1, xb1, s0b);
+        s1a = ce_smlad(wb0, xa0, s1a);
+        s1b = ce_smlad(wb0, xb0, s1b);
+        s1a = ce_smlad(wb1, xa1, s1a);
+        s1b = ce_smlad(wb1, xb1, s1b);
+    }
+    acc[0] = s0a;
+    acc[1] = s0b;
+    acc[2] = s1a;
+    acc[3] = s1b;
+}
+#endif
+
+/* one int16 weight row (2 words per group, wstride bytes per group) x one column (cstride words per group) */
+static inline int32_t ce_dot16_1x1(const int8_t *w, int32_t wstride, const int32_t *c, int32_t cstride,
+                                   int32_t groups, int32_t acc)
+{
+    while (groups-- > 0) {
+        acc = ce_smlad(ce_rd32(w), c[0], acc);
+        acc = ce_smlad(ce_rd32(w + 4), c[1], acc);
+        w += wstride;
+        c += cstride;
+    }
+    return acc;
+}
+
 /* one weight row with stride wstride bytes per group x one column with stride cstride words per group */
 static inline int32_t ce_dot_1x1(const int8_t *w, int32_t wstride, const int32_t *c, int32_t cstride,
                                  int32_t groups, int32_t acc)
@@ -401,48 +606,164 @@ static CE_NOINLINE void ce_conv_single(const ce_conv_params *p, const int32_t *c
     int32_t oc;
     for (oc = oc0; oc < p->out_c; ++oc) {
         const int paired = (oc | 1) < p->out_c;
-        const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
-        const int32_t acc = ce_dot_1x1(w, paired ? 8 : 4, col, cstride, groups, p->bias[oc]);
+        int32_t acc;
+        if (p->wide) {
+            const int8_t *w = p->weights + 2 * (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 8 : 0);
+            acc = ce_dot16_1x1(w, paired ? 16 : 8, col, cstride, groups, p->bias[oc]);
+        } else {
+            const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
+            acc = ce_dot_1x1(w, paired ? 8 : 4, col, cstride, groups, p->bias[oc]);
+        }
         dst[oc] = ce_requant(acc, p->mult[oc], p->shift[oc], p->out_offset, p->act_min, p->act_max);
     }
 }
 
-void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+/* all pairs of output channels of two pixels (interleaved im2col columns at col); returns the first channel not
+ * done (out_c rounded down to even). fold / full are constants at each call: the branch-free output stage when every
+ * shift is below -1 (p->rq_hi set by the generator), SSAT when the activation range is all of int8. */
+static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int32_t *col, int8_t *out0,
+                                              int8_t *out1, const int fold, const int full)
 {
     const int32_t groups = p->k_padded >> 2;
-    const int32_t npix = p->out_h * p->out_w;
     const int32_t oc_n = p->out_c;
-    int32_t *col = (int32_t *)(void *)scratch;              /* two interleaved im2col columns */
-    int16_t *nat = (int16_t *)(void *)(col + p->k_padded); /* used when in_c % 4 != 0 */
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
-    const int32_t *bias = p->bias, *mult = p->mult;
+    const int32_t *bias = p->bias, *mult = p->mult, *rq_hi = p->rq_hi;
     const int8_t *shift = p->shift;
+    int32_t oc;
+    for (oc = 0; oc + 1 < oc_n; oc += 2) {
+        int32_t acc[4];
+        acc[0] = acc[1] = bias[oc];
+        acc[2] = acc[3] = bias[oc + 1];
+        if (p->wide) {
+            ce_dot16_2x2(p->weights + 2 * oc * p->k_padded, col, groups, acc);
+        } else {
+            ce_dot_2x2(p->weights + oc * p->k_padded, col, groups, acc);
+        }
+        if (fold) {
+            ce_requant_pair_fold(acc[0], acc[1], mult[oc], rq_hi[oc], shift[oc], out_off, act_min, act_max, full,
+                                 out0 + oc, out1 + oc);
+            ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], rq_hi[oc + 1], shift[oc + 1], out_off, act_min,
+                                 act_max, full, out0 + oc + 1, out1 + oc + 1);
+        } else {
+            ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc, out1 + oc);
+            ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max, out0 + oc + 1,
+                            out1 + oc + 1);
+        }
+    }
+    return oc;
+}
+
+
+static void ce_conv_state_init(const ce_conv_params *p, int16_t *scratch, ce_conv_state *st)
+{
+    st->col = (int32_t *)(void *)scratch;
+    st->nat = (int16_t *)(void *)(st->col + p->k_padded);
+    st->rp = NULL;
+    st->in_slots = 0;
+    if ((p->in_c & 3) != 0 && p->dil_w == 1) {
+        ce_rows_init(p, &st->rows, (int8_t *)(void *)(st->col + p->k_padded)); /* staged rows instead of nat */
+        st->rp = &st->rows;
+    }
+}
+
+/* output pixels [pix0, pix1) to out (pixel pix at out + (pix - pix0) * out_c); pixels in increasing order */
+static void ce_conv2d_range(const ce_conv_params *p, const int8_t *in, int8_t *out, int32_t pix0, int32_t pix1,
+                            ce_conv_state *st)
+{
+    const int32_t oc_n = p->out_c;
+    const int32_t act_min = p->act_min, act_max = p->act_max;
+    int32_t *col = st->col;
     int32_t pix;
-    for (pix = 0; pix < npix; pix += 2) {
-        int8_t *out0 = out + pix * oc_n;
+    for (pix = pix0; pix < pix1; pix += 2) {
+        int8_t *out0 = out + (pix - pix0) * oc_n;
         int32_t oc;
-        if (pix + 1 < npix) {
+        if (pix + 1 < pix1) {
             int8_t *out1 = out0 + oc_n;
-            ce_im2col(p, in, pix, col, 4, nat);
-            ce_im2col(p, in, pix + 1, col + 2, 4, nat);
-            for (oc = 0; oc + 1 < oc_n; oc += 2) {
-                int32_t acc[4];
-                acc[0] = acc[1] = bias[oc];
-                acc[2] = acc[3] = bias[oc + 1];
-                ce_dot_2x2(p->weights + oc * p->k_padded, col, groups, acc);
-                ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,
-                                out1 + oc);
-                ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max,
-                                out0 + oc + 1, out1 + oc + 1);
+            ce_im2col(p, in, pix, col, 4, st);
+            ce_im2col(p, in, pix + 1, col + 2, 4, st);
+            if (p->rq_hi == NULL) {
+                oc = ce_conv_pairs(p, col, out0, out1, 0, 0);
+            } else if (act_min == -128 && act_max == 127) {
+                oc = ce_conv_pairs(p, col, out0, out1, 1, 1);
+            } else {
+                oc = ce_conv_pairs(p, col, out0, out1, 1, 0);
             }
             if (oc < oc_n) {
                 ce_conv_single(p, col, 4, oc, out0);
                 ce_conv_single(p, col + 2, 4, oc, out1);
             }
         } else {
-            ce_im2col(p, in, pix, col, 2, nat);
+            ce_im2col(p, in, pix, col, 2, st);
             ce_conv_single(p, col, 2, 0, out0);
         }
+    }
+}
+
+void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    ce_conv_state st;
+    ce_conv_state_init(p, scratch, &st);
+    ce_conv2d_range(p, in, out, 0, p->out_h * p->out_w, &st);
+}
+
+/* ---- CONV_2D fused with the FULLY_CONNECTED that reads its whole output ---------------------------- */
+/* The convolution's output is never stored whole: it is computed one output row at a time into a row buffer,
+ * whose values the fully-connected layer accumulates at once (its inputs k0 .. k0 + row bytes; the generator
+ * checks that out_w * out_c is a multiple of 4, so every row starts a weight group). Bit-exact with the two
+ * layers run one after the other: the row holds the convolution's int8 outputs. scratch: [int32 accumulators,
+ * fc out_depth][row buffer, out_w * out_c][the convolution's scratch]. */
+
+static void ce_fc_accumulate(const ce_fc_params *p, const int8_t *x, int32_t k0, int32_t n, int32_t *acc)
+{
+    const int32_t kp = (p->in_depth + 3) & ~3;
+    const int32_t g0 = k0 >> 2, ng = (n + 3) >> 2; /* a last partial group meets zero weights */
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+    int32_t o, g;
+    for (o = 0; o < p->out_depth; o += 2) {
+        const int paired = o + 1 < p->out_depth;
+        const int32_t wstep = paired ? 8 : 4;
+        const int8_t *w = p->weights + o * kp + g0 * wstep;
+        int32_t a0 = acc[o];
+        int32_t a1 = paired ? acc[o + 1] : 0;
+        for (g = 0; g < ng; ++g) {
+            const int32_t xv = ce_rd32(x + 4 * g);
+            const int32_t x02 = ce_sxtab16(off2, xv), x13 = ce_sxtab16_ror8(off2, xv);
+            const int32_t wa = ce_rd32(w + g * wstep);
+            a0 = ce_smlad(ce_sxtb16(wa), x02, a0);
+            a0 = ce_smlad(ce_sxtb16_ror8(wa), x13, a0);
+            if (paired) {
+                const int32_t wb = ce_rd32(w + g * wstep + 4);
+                a1 = ce_smlad(ce_sxtb16(wb), x02, a1);
+                a1 = ce_smlad(ce_sxtb16_ror8(wb), x13, a1);
+            }
+        }
+        acc[o] = a0;
+        if (paired) {
+            acc[o + 1] = a1;
+        }
+    }
+}
+
+void ce_conv2d_fc_s8(const ce_conv_params *cp, const ce_fc_params *fp, const int8_t *in, int8_t *out,
+                     int32_t *scratch)
+{
+    const int32_t row = cp->out_w * cp->out_c;
+    const int32_t nacc = (fp->out_depth + 1) & ~1;
+    int32_t *acc = scratch;
+    int8_t *buf = (int8_t *)(void *)(scratch + nacc);
+    int16_t *conv_scratch = (int16_t *)(void *)(scratch + nacc + (((row + 3) & ~3) + 4) / 4);
+    ce_conv_state st;
+    int32_t o, oy;
+    ce_conv_state_init(cp, conv_scratch, &st);
+    for (o = 0; o < fp->out_depth; ++o) {
+        acc[o] = fp->bias[o];
+    }
+    for (oy = 0; oy < cp->out_h; ++oy) {
+        ce_conv2d_range(cp, in, buf, oy * cp->out_w, (oy + 1) * cp->out_w, &st);
+        ce_fc_accumulate(fp, buf, oy * row, row, acc);
+    }
+    for (o = 0; o < fp->out_depth; ++o) {
+        out[o] = ce_requant(acc[o], fp->mult[o], fp->shift[o], fp->out_offset, fp->act_min, fp->act_max);
     }
 }
 
@@ -603,14 +924,70 @@ static void ce_dw3_stage(const ce_conv_params *p, const int8_t *in, int16_t *slo
     }
 }
 
+/* one output row of every channel from the staged rows r0..r2; fold / full as in ce_conv_pairs */
+static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
+                                        const int16_t *r2, int8_t *dst_row, const int fold, const int full)
+{
+    const int32_t ch = p->in_c;
+    const int32_t ow = p->out_w;
+    const int32_t pw = ow + 3;
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    int32_t ox, c;
+    for (c = 0; c < ch; ++c) {
+        /* k01_r = (w[r][0], w[r][1]); k2_01 = (w[0][2], w[1][2]); k2_2 = w[2][2] */
+        const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
+        const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
+        const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
+        const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
+        const int32_t khi = fold ? p->rq_hi[c] : 0;
+        const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
+        int8_t *dst = dst_row + c;
+        for (ox = 0; ox + 1 < ow; ox += 2) {
+            int32_t a = bias, b = bias, v;
+            v = ce_rd32(x0 + ox + 2);
+            a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
+            b = ce_smlad(ce_rd32(x0 + ox + 1), k01_0, b);
+            a = ce_smlabb(v, k2_01, a);
+            b = ce_smlatb(v, k2_01, b);
+            v = ce_rd32(x1 + ox + 2);
+            a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
+            b = ce_smlad(ce_rd32(x1 + ox + 1), k01_1, b);
+            a = ce_smlabt(v, k2_01, a);
+            b = ce_smlatt(v, k2_01, b);
+            v = ce_rd32(x2 + ox + 2);
+            a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
+            b = ce_smlad(ce_rd32(x2 + ox + 1), k01_2, b);
+            a = ce_smlabb(v, k2_2, a);
+            b = ce_smlatb(v, k2_2, b);
+            if (fold) {
+                ce_requant_pair_fold(a, b, mult, khi, shift, out_off, act_min, act_max, full, dst, dst + ch);
+            } else {
+                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
+            }
+            dst += 2 * ch;
+        }
+        if (ox < ow) {
+            int32_t a = bias;
+            a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
+            a = ce_smlabb(ce_rd32(x0 + ox + 2), k2_01, a);
+            a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
+            a = ce_smlabt(ce_rd32(x1 + ox + 2), k2_01, a);
+            a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
+            a = ce_smlabb(ce_rd32(x2 + ox + 2), k2_2, a);
+            *dst = fold ? ce_requant_fold(a, mult, khi, shift, out_off, act_min, act_max)
+                        : ce_requant(a, mult, shift, out_off, act_min, act_max);
+        }
+    }
+}
+
 void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
     const int32_t pw = ow + 3;
     const int32_t slot_len = ch * pw;
-    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
-    int32_t oy, ox, c, i;
+    const int full = p->act_min == -128 && p->act_max == 127;
+    int32_t oy, i;
     for (i = 0; i < 3 * slot_len; ++i) {
         scratch[i] = 0;
     }
@@ -622,44 +999,12 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
         const int16_t *r2 = scratch + ((oy + 2) % 3) * slot_len;
         int8_t *dst_row = out + oy * ow * ch;
         ce_dw3_stage(p, in, scratch + ((oy + 2) % 3) * slot_len, pw, oy + 2 - p->pad_t);
-        for (c = 0; c < ch; ++c) {
-            /* k01_r = (w[r][0], w[r][1]); k2_01 = (w[0][2], w[1][2]); k2_2 = w[2][2] */
-            const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
-            const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
-            const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
-            const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
-            const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
-            int8_t *dst = dst_row + c;
-            for (ox = 0; ox + 1 < ow; ox += 2) {
-                int32_t a = bias, b = bias, v;
-                v = ce_rd32(x0 + ox + 2);
-                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
-                b = ce_smlad(ce_rd32(x0 + ox + 1), k01_0, b);
-                a = ce_smlabb(v, k2_01, a);
-                b = ce_smlatb(v, k2_01, b);
-                v = ce_rd32(x1 + ox + 2);
-                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
-                b = ce_smlad(ce_rd32(x1 + ox + 1), k01_1, b);
-                a = ce_smlabt(v, k2_01, a);
-                b = ce_smlatt(v, k2_01, b);
-                v = ce_rd32(x2 + ox + 2);
-                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
-                b = ce_smlad(ce_rd32(x2 + ox + 1), k01_2, b);
-                a = ce_smlabb(v, k2_2, a);
-                b = ce_smlatb(v, k2_2, b);
-                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
-                dst += 2 * ch;
-            }
-            if (ox < ow) {
-                int32_t a = bias;
-                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
-                a = ce_smlabb(ce_rd32(x0 + ox + 2), k2_01, a);
-                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
-                a = ce_smlabt(ce_rd32(x1 + ox + 2), k2_01, a);
-                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
-                a = ce_smlabb(ce_rd32(x2 + ox + 2), k2_2, a);
-                *dst = ce_requant(a, mult, shift, out_off, act_min, act_max);
-            }
+        if (p->rq_hi == NULL) {
+            ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0);
+        } else if (full) {
+            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 1);
+        } else {
+            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0);
         }
     }
 }
@@ -891,19 +1236,21 @@ void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int
     const int32_t wrow = p->k_padded >> 1; /* bytes per packed row */
     const int32_t npix = p->out_h * p->out_w;
     const int32_t oc_n = p->out_c;
-    int32_t *col = (int32_t *)(void *)scratch;
-    int16_t *nat = (int16_t *)(void *)(col + p->k_padded);
+    ce_conv_state st;
+    int32_t *col;
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     const int32_t *bias = p->bias, *mult = p->mult;
     const int8_t *shift = p->shift;
     int32_t pix;
+    ce_conv_state_init(p, scratch, &st);
+    col = st.col;
     for (pix = 0; pix < npix; pix += 2) {
         int8_t *out0 = out + pix * oc_n;
         int32_t oc;
         if (pix + 1 < npix) {
             int8_t *out1 = out0 + oc_n;
-            ce_im2col(p, in, pix, col, 4, nat);
-            ce_im2col(p, in, pix + 1, col + 2, 4, nat);
+            ce_im2col(p, in, pix, col, 4, &st);
+            ce_im2col(p, in, pix + 1, col + 2, 4, &st);
             for (oc = 0; oc + 1 < oc_n; oc += 2) {
                 int32_t acc[4], j0;
                 acc[0] = acc[1] = bias[oc];
@@ -917,17 +1264,24 @@ void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int
                     acc[2] += s[2] >> 4;
                     acc[3] += s[3] >> 4;
                 }
-                ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,
-                                out1 + oc);
-                ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max,
-                                out0 + oc + 1, out1 + oc + 1);
+                if (p->rq_hi != NULL) {
+                    ce_requant_pair_fold(acc[0], acc[1], mult[oc], p->rq_hi[oc], shift[oc], out_off, act_min,
+                                         act_max, 0, out0 + oc, out1 + oc);
+                    ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], p->rq_hi[oc + 1], shift[oc + 1], out_off,
+                                         act_min, act_max, 0, out0 + oc + 1, out1 + oc + 1);
+                } else {
+                    ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,
+                                    out1 + oc);
+                    ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max,
+                                    out0 + oc + 1, out1 + oc + 1);
+                }
             }
             if (oc < oc_n) {
                 ce_conv_single_w4(p, col, 4, oc, out0);
                 ce_conv_single_w4(p, col + 2, 4, oc, out1);
             }
         } else {
-            ce_im2col(p, in, pix, col, 2, nat);
+            ce_im2col(p, in, pix, col, 2, &st);
             ce_conv_single_w4(p, col, 2, 0, out0);
         }
     }
@@ -1268,20 +1622,43 @@ static inline int32_t ce_mbqm_split(int32_t x, int32_t multiplier, int32_t left,
  * leaving one multiply-high + rounding shift per output element. As in TFLite, every multiplier is < 1 (shifts
  * <= 0; the generator refuses others). |input term| < 2^27, so |sum| < 2^28 and RoundingDivideByPOT can be written
  * without its remainder test: (x + 2^(r-1) - (x < 0)) >> r, exactly round-half-away-from-zero. */
-void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch)
+/* t[0..255]: input 1 rescaled for every int8 value, t[256..511]: input 2 */
+static void ce_add_tables(const ce_add_params *p, int32_t *t)
 {
-    const int32_t r1 = -p->in1_shift, r2 = -p->in2_shift, ro = -p->out_shift;
+    const int32_t r1 = -p->in1_shift, r2 = -p->in2_shift;
     const int32_t m1 = (int32_t)(((uint32_t)1 << r1) - 1u), m2 = (int32_t)(((uint32_t)1 << r2) - 1u);
-    const int32_t half = (int32_t)(((uint32_t)1 << ro) >> 1);
-    const int32_t mulo = p->out_mult, offo = p->out_offset;
-    const int32_t amin = p->act_min, amax = p->act_max;
-    const int32_t n = p->size;
-    int32_t *t1 = scratch + 128; /* t1[v] for v in [-128, 127] */
-    int32_t *t2 = scratch + 256 + 128;
+    int32_t *t1 = t + 128; /* t1[v] for v in [-128, 127] */
+    int32_t *t2 = t + 256 + 128;
     int32_t i;
     for (i = -128; i < 128; ++i) {
         t1[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in1_offset) << p->left_shift), p->in1_mult, 0, r1, m1);
         t2[i] = ce_mbqm_split((int32_t)((uint32_t)(i + p->in2_offset) << p->left_shift), p->in2_mult, 0, r2, m2);
+    }
+}
+
+/* n elements with the tables of ce_add_tables; out may be in1 or in2 (element-wise) */
+static void ce_add_rows(const ce_add_params *p, const int32_t *t, const int8_t *in1, const int8_t *in2, int8_t *out,
+                        int32_t n)
+{
+    const int32_t ro = -p->out_shift;
+    const int32_t half = (int32_t)(((uint32_t)1 << ro) >> 1);
+    const int32_t mulo = p->out_mult, offo = p->out_offset;
+    const int32_t amin = p->act_min, amax = p->act_max;
+    const int32_t *t1 = t + 128, *t2 = t + 256 + 128;
+    int32_t i;
+    if (ro >= 2) { /* the usual case: the output rescale in one SMLAL (ce_fold_fast) */
+        const int32_t khi = (int32_t)(((uint32_t)1 << ro) >> 2);
+        for (i = 0; i < n; ++i) {
+            int32_t v = ce_fold_fast(t1[in1[i]] + t2[in2[i]], mulo, khi, -ro) + offo;
+            if (amax == 127) {
+                v = ce_ssat8(v);
+                v = v < amin ? amin : v;
+            } else {
+                v = ce_clamp(v, amin, amax);
+            }
+            out[i] = (int8_t)v;
+        }
+        return;
     }
     if (ro > 0) {
         for (i = 0; i < n; ++i) {
@@ -1299,6 +1676,61 @@ void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int
         v = v < amin ? amin : v;
         v = v > amax ? amax : v;
         out[i] = (int8_t)v;
+    }
+}
+
+
+void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch)
+{
+    ce_add_tables(p, scratch);
+    ce_add_rows(p, scratch, in1, in2, out, p->size);
+}
+
+/* ---- residual block: CONV_2D -> CONV_2D -> ADD with the block input (or a CONV_2D of it), streamed by rows ---- */
+/* The first convolution's output y is kept in a ring of the second's k_h rows only, each output row of the block
+ * is computed (z = second convolution, s = shortcut convolution or the block input itself, out = ADD(s, z) in the
+ * model's operand order) as soon as the y rows it needs exist: neither y nor z is ever stored whole. With the
+ * identity shortcut the output may overwrite the input row by row (the generator checks that no later y row reads
+ * an overwritten input row). Bit-exact with the layers run one by one. scratch words: ADD tables [512], then at the
+ * offsets of ce_resblock_params the y ring, the z row, the shortcut row and each convolution's scratch. */
+
+void ce_resblock_s8(const ce_resblock_params *p, const int8_t *x, int8_t *out, int32_t *scratch)
+{
+    const ce_conv_params *c1 = p->c1, *c2 = p->c2, *cs = p->cs;
+    const int32_t w1 = c1->out_w, w2 = c2->out_w;
+    const int32_t yrow = w1 * c1->out_c, orow = w2 * c2->out_c;
+    const int32_t slots = c2->k_h;
+    int8_t *ring = (int8_t *)(void *)(scratch + p->ring_at);
+    int8_t *zrow = (int8_t *)(void *)(scratch + p->z_at);
+    int8_t *srow = (int8_t *)(void *)(scratch + p->s_at);
+    ce_conv_state st1, st2, sts;
+    int32_t next = 0, r;
+    ce_add_tables(p->add, scratch);
+    ce_conv_state_init(c1, (int16_t *)(void *)(scratch + p->c1_at), &st1);
+    ce_conv_state_init(c2, (int16_t *)(void *)(scratch + p->c2_at), &st2);
+    st2.in_slots = slots;
+    if (cs != NULL) {
+        ce_conv_state_init(cs, (int16_t *)(void *)(scratch + p->cs_at), &sts);
+    }
+    for (r = 0; r < c2->out_h; ++r) {
+        int32_t last = r * c2->stride_h - c2->pad_t + c2->k_h - 1;
+        const int8_t *sc;
+        last = last < c1->out_h - 1 ? last : c1->out_h - 1;
+        for (; next <= last; ++next) {
+            ce_conv2d_range(c1, x, ring + (next % slots) * yrow, next * w1, (next + 1) * w1, &st1);
+        }
+        ce_conv2d_range(c2, ring, zrow, r * w2, (r + 1) * w2, &st2);
+        if (cs != NULL) {
+            ce_conv2d_range(cs, x, srow, r * w2, (r + 1) * w2, &sts);
+            sc = srow;
+        } else {
+            sc = x + r * orow;
+        }
+        if (p->shortcut_first) {
+            ce_add_rows(p->add, scratch, sc, zrow, out + r * orow, orow);
+        } else {
+            ce_add_rows(p->add, scratch, zrow, sc, out + r * orow, orow);
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 #ifndef CE_KERNELS_H
 #define CE_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -42,6 +43,7 @@ typedef struct {
     int16_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t, pad_l;
     int16_t depth_multiplier; /* depthwise only */
     int16_t inplace;          /* output overwrites the input buffer (planner decision) */
+    int16_t wide;             /* conv: weights stored as int16 pair words (see ce_kernels.c), else int8 */
     int16_t in_offset, out_offset, act_min, act_max;
     int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 (int4 weights: of 8) */
     const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c];
@@ -49,6 +51,7 @@ typedef struct {
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
     const int8_t *shift;    /* [out_c] */
+    const int32_t *rq_hi;   /* [out_c] 2^(-shift-2) when every shift < -1 (branch-free output stage), else NULL */
 } ce_conv_params;
 
 typedef struct {
@@ -58,6 +61,7 @@ typedef struct {
     const int32_t *bias;    /* [out_depth] */
     const int32_t *mult;    /* [out_depth] */
     const int8_t *shift;    /* [out_depth] */
+    const int32_t *rq_hi;   /* [out_depth] 2^(-shift-2) when every shift < -1 (branch-free output stage), else NULL */
 } ce_fc_params;
 
 typedef struct {
@@ -72,6 +76,15 @@ typedef struct {
     int16_t left_shift, in1_offset, in1_shift, in2_offset, in2_shift, out_offset, out_shift;
     int16_t act_min, act_max;
 } ce_add_params;
+
+/* a residual block streamed by rows (ce_resblock_s8); *_at: word offsets into the step's scratch */
+typedef struct {
+    const ce_conv_params *c1, *c2; /* x -> y -> z */
+    const ce_conv_params *cs;      /* x -> shortcut, or NULL: the shortcut is x */
+    const ce_add_params *add;
+    int32_t shortcut_first;        /* the ADD's first operand is the shortcut */
+    int32_t ring_at, z_at, s_at, c1_at, c2_at, cs_at;
+} ce_resblock_params;
 
 typedef struct {
     int32_t outer, reduce, inner;  /* input viewed as [outer][reduce][inner], output [outer][inner] */
@@ -113,6 +126,9 @@ void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_
 void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
 void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out);
+/* CONV_2D whose whole output feeds one FULLY_CONNECTED (batch 1): out = the fully-connected outputs */
+void ce_conv2d_fc_s8(const ce_conv_params *cp, const ce_fc_params *fp, const int8_t *in, int8_t *out,
+                     int32_t *scratch);
 /* the same operators with packed int4 weights (p->weights points at the packed bytes) */
 void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_depthwise_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
@@ -120,6 +136,7 @@ void ce_depthwise3x3_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *ou
 void ce_fully_connected_s8_w4(const ce_fc_params *p, const int8_t *in, int8_t *out);
 void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
 void ce_maxpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out);
+void ce_resblock_s8(const ce_resblock_params *p, const int8_t *x, int8_t *out, int32_t *scratch);
 void ce_add_s8(const ce_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out, int32_t *scratch);
 void ce_mean_s8(const ce_mean_params *p, const int8_t *in, int8_t *out);
 void ce_softmax_s8(const ce_softmax_params *p, const int8_t *in, int8_t *out);
