@@ -155,8 +155,8 @@ class Builder:
 
     def per_channel(self, op, x: int, w: int, y: int, n: int) -> tuple[str, str, str]:
         """Requantisation constants of a conv / fully-connected layer: names of the multiplier and shift arrays and
-        of ``rq_hi`` (2^(-shift-2) per channel when every shift is below -1: the kernels' branch-free output stage;
-        ``NULL`` otherwise)."""
+        of ``rq_hi`` (2^(-shift-2) + output zero point * 2^(-shift-1) per channel when every shift is in [-23, -2]:
+        the kernels' branch-free output stage, ``ce_fold_fast``; ``NULL`` otherwise)."""
         sx, _ = self.qparams(x)
         sy, _ = self.qparams(y)
         tw = self.t(w)
@@ -180,9 +180,10 @@ class Builder:
         mn, sn = self.const_name("mult"), self.const_name("shift")
         self.consts.append(_array("int32_t", mn, mults, 8))
         self.consts.append(_array("int8_t", sn, shifts, 16))
-        if all(sh < -1 for sh in shifts):
+        if all(-23 <= sh < -1 for sh in shifts):  # ce_fold_fast: the output zero point folded into the constant
+            _, zy = self.qparams(y)
             hn = self.const_name("rq_hi")
-            self.consts.append(_array("int32_t", hn, [1 << (-sh - 2) for sh in shifts], 8))
+            self.consts.append(_array("int32_t", hn, [(1 << (-sh - 2)) + zy * (1 << (-sh - 1)) for sh in shifts], 8))
         else:
             hn = "NULL"
         return mn, sn, hn

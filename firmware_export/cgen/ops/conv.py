@@ -113,8 +113,9 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     warr = np.asarray(tw.data, dtype=np.int8)
     as_conv = (not depthwise) or ic == 1
     dm = oc // ic if depthwise else 1
-    dw3x3 = (depthwise and not as_conv and (kh, kw, sh, sw, dh, dw, dm) == (3, 3, 1, 1, 1, 1, 1)
-             and ic % 4 == 0 and pad_t <= 1 and pad_l <= 1)
+    dw3x3 = (depthwise and not as_conv and (kh, kw, dh, dw, dm) == (3, 3, 1, 1, 1) and ic % 4 == 0
+             and pad_t <= 1 and pad_l <= 1
+             and ((sh, sw) == (1, 1) or ((sh, sw) == (2, 2) and not w4 and pad_l + iw <= (ow - 1) * 2 + 4)))
     wide = as_conv and not w4 and oh * ow >= packing.WIDE_MIN_PIXELS
     k = kh * kw * (1 if depthwise else ic)
     kp = (k + 3) // 4 * 4
@@ -166,7 +167,7 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
                 and bld.can_overwrite(op, x):
             inplace = 1
     elif dw3x3:
-        scratch = 3 * ic * (ow + 3) * 2  # ring of three int16 channel-major input rows
+        scratch = 3 * ic * ((ow - 1) * sw + 4) * 2  # ring of three int16 channel-major input rows (ce_dw3_pw)
         if same_geometry and bld.can_overwrite(op, x):
             inplace = 1
     else:

@@ -176,8 +176,9 @@ static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int
     *dst1 = (int8_t)v1;
 }
 
-/* ce_mbqm_fold without its branch, for layers whose every shift is below -1 (the generator sets rq_hi[c] =
- * 2^(-shift-2) then): hi32(x*m + K) >> (r - 1), r = -shift, K's words 2^30 XOR [x<0]*2^31 and 2^(r-2) - [x<0]. */
+/* ce_mbqm_fold without its branch: hi32(x*m + K) >> (r - 1), r = -shift, K's words 2^30 XOR [x<0]*2^31 and
+ * khi - [x<0]. khi = 2^(r-2) gives ce_mbqm(x, m, shift); khi = 2^(r-2) + z * 2^(r-1) gives it plus z, exactly (a
+ * multiple of 2^(r-1) added before the arithmetic shift), with no overflow for r <= 23, |z| <= 128. */
 static inline int32_t ce_fold_fast(int32_t x, int32_t mult, int32_t khi, int32_t shift)
 {
     const int32_t sgn = x >> 31;
@@ -185,12 +186,13 @@ static inline int32_t ce_fold_fast(int32_t x, int32_t mult, int32_t khi, int32_t
     return ce_smlal_hi(x, mult, lo, khi + sgn) >> (-shift - 1);
 }
 
+/* The output stage of layers whose every shift is in [-23, -2] (the generator then sets rq_hi[c] =
+ * 2^(-shift-2) + output zero point * 2^(-shift-1): the offset is in the constant); two accumulators of one channel */
 static inline void ce_requant_pair_fold(int32_t acc0, int32_t acc1, int32_t mult, int32_t khi, int32_t shift,
-                                        int32_t off, int32_t lo, int32_t hi, const int full, int8_t *dst0,
-                                        int8_t *dst1)
+                                        int32_t lo, int32_t hi, const int full, int8_t *dst0, int8_t *dst1)
 {
-    int32_t v0 = ce_fold_fast(acc0, mult, khi, shift) + off;
-    int32_t v1 = ce_fold_fast(acc1, mult, khi, shift) + off;
+    int32_t v0 = ce_fold_fast(acc0, mult, khi, shift);
+    int32_t v1 = ce_fold_fast(acc1, mult, khi, shift);
     if (full) {
         v0 = ce_ssat8(v0);
         v1 = ce_ssat8(v1);
@@ -202,10 +204,9 @@ static inline void ce_requant_pair_fold(int32_t acc0, int32_t acc1, int32_t mult
     *dst1 = (int8_t)v1;
 }
 
-static inline int8_t ce_requant_fold(int32_t acc, int32_t mult, int32_t khi, int32_t shift, int32_t off, int32_t lo,
-                                     int32_t hi)
+static inline int8_t ce_requant_fold(int32_t acc, int32_t mult, int32_t khi, int32_t shift, int32_t lo, int32_t hi)
 {
-    return (int8_t)ce_clamp(ce_fold_fast(acc, mult, khi, shift) + off, lo, hi);
+    return (int8_t)ce_clamp(ce_fold_fast(acc, mult, khi, shift), lo, hi);
 }
 
 /* round half away from zero (std::round) for |x| < 2^23, without libm */
@@ -640,9 +641,9 @@ static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int
             ce_dot_2x2(p->weights + oc * p->k_padded, col, groups, acc);
         }
         if (fold) {
-            ce_requant_pair_fold(acc[0], acc[1], mult[oc], rq_hi[oc], shift[oc], out_off, act_min, act_max, full,
+            ce_requant_pair_fold(acc[0], acc[1], mult[oc], rq_hi[oc], shift[oc], act_min, act_max, full,
                                  out0 + oc, out1 + oc);
-            ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], rq_hi[oc + 1], shift[oc + 1], out_off, act_min,
+            ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], rq_hi[oc + 1], shift[oc + 1], act_min,
                                  act_max, full, out0 + oc + 1, out1 + oc + 1);
         } else {
             ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc, out1 + oc);
@@ -885,15 +886,19 @@ void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int
     }
 }
 
-/* ---- DEPTHWISE_CONV_2D 3x3, stride 1, depth multiplier 1, channels a multiple of 4 ------------ */
+/* ---- DEPTHWISE_CONV_2D 3x3, stride 1 or 2, depth multiplier 1, channels a multiple of 4 ------------ */
 /* Input rows are staged channel-major as int16 with the input offset added (padding = 0), in a ring of three
- * rows: slot[c][pw], pw = out_w + 3, input column ix at pw index ix + pad_l. A word read at pw index i then holds
- * the pair (x[i], x[i+1]) of one channel, so one SMLAD applies two taps of a kernel row. Weights w[ky][kx] (int8,
+ * rows: slot[c][pw], pw = ce_dw3_pw (out_w + 3 at stride 1), input column ix at pw index ix + pad_l. A word
+ * read at pw index i then holds the pair (x[i], x[i+1]) of one channel, so one SMLAD applies two taps of a kernel
+ * row. Weights w[ky][kx] (int8,
  * 9 bytes per channel): 8 bytes per channel, w00 w10 w01 w11 w20 w02 w21 w12, so that SXTB16 gives the int16 pairs
  * (w00, w01), (w10, w11), (w20, w21) and (w02, w12), then w22 of every channel. Two output pixels per step share
  * their loads:
  * pixel i = SMLAD((x[i], x[i+1]), (w0, w1)) + x[i+2] * w2, pixel i+1 = SMLAD((x[i+1], x[i+2]), (w0, w1)) +
  * x[i+3] * w2. In place (out == in) is safe: every input row is staged before the output row that overwrites it. */
+
+/* staged row length (int16 values per channel): the pair reads of the last output reach index (out_w-1)*stride + 3 */
+static inline int32_t ce_dw3_pw(const ce_conv_params *p) { return (p->out_w - 1) * p->stride_w + 4; }
 
 static void ce_dw3_stage(const ce_conv_params *p, const int8_t *in, int16_t *slot, int32_t pw, int32_t iy)
 {
@@ -930,7 +935,7 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
-    const int32_t pw = ow + 3;
+    const int32_t pw = ce_dw3_pw(p);
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t ox, c;
     for (c = 0; c < ch; ++c) {
@@ -960,7 +965,7 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
             a = ce_smlabb(v, k2_2, a);
             b = ce_smlatb(v, k2_2, b);
             if (fold) {
-                ce_requant_pair_fold(a, b, mult, khi, shift, out_off, act_min, act_max, full, dst, dst + ch);
+                ce_requant_pair_fold(a, b, mult, khi, shift, act_min, act_max, full, dst, dst + ch);
             } else {
                 ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
             }
@@ -974,7 +979,65 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
             a = ce_smlabt(ce_rd32(x1 + ox + 2), k2_01, a);
             a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
             a = ce_smlabb(ce_rd32(x2 + ox + 2), k2_2, a);
-            *dst = fold ? ce_requant_fold(a, mult, khi, shift, out_off, act_min, act_max)
+            *dst = fold ? ce_requant_fold(a, mult, khi, shift, act_min, act_max)
+                        : ce_requant(a, mult, shift, out_off, act_min, act_max);
+        }
+    }
+}
+
+/* stride 2: output ox reads x[2ox .. 2ox+2], i.e. the aligned words (x[2ox], x[2ox+1]) and (x[2ox+2], x[2ox+3]);
+ * two outputs per step share the middle word: a = SMLAD(A, (w0, w1)) + B.lo * w2, b = SMLAD(B, (w0, w1)) + C.lo * w2 */
+static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
+                                          const int16_t *r2, int8_t *dst_row, const int fold, const int full)
+{
+    const int32_t ch = p->in_c;
+    const int32_t ow = p->out_w;
+    const int32_t pw = ce_dw3_pw(p);
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    int32_t ox, c;
+    for (c = 0; c < ch; ++c) {
+        const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
+        const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
+        const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
+        const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
+        const int32_t khi = fold ? p->rq_hi[c] : 0;
+        const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
+        int8_t *dst = dst_row + c;
+        for (ox = 0; ox + 1 < ow; ox += 2) {
+            const int32_t i = 2 * ox;
+            int32_t a = bias, b = bias, v;
+            v = ce_rd32(x0 + i + 2);
+            a = ce_smlad(ce_rd32(x0 + i), k01_0, a);
+            a = ce_smlabb(v, k2_01, a);
+            b = ce_smlad(v, k01_0, b);
+            b = ce_smlabb(ce_rd32(x0 + i + 4), k2_01, b);
+            v = ce_rd32(x1 + i + 2);
+            a = ce_smlad(ce_rd32(x1 + i), k01_1, a);
+            a = ce_smlabt(v, k2_01, a);
+            b = ce_smlad(v, k01_1, b);
+            b = ce_smlabt(ce_rd32(x1 + i + 4), k2_01, b);
+            v = ce_rd32(x2 + i + 2);
+            a = ce_smlad(ce_rd32(x2 + i), k01_2, a);
+            a = ce_smlabb(v, k2_2, a);
+            b = ce_smlad(v, k01_2, b);
+            b = ce_smlabb(ce_rd32(x2 + i + 4), k2_2, b);
+            if (fold) {
+                ce_requant_pair_fold(a, b, mult, khi, shift, act_min, act_max, full, dst, dst + ch);
+            } else {
+                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
+            }
+            dst += 2 * ch;
+        }
+        if (ox < ow) {
+            const int32_t i = 2 * ox;
+            int32_t a = bias;
+            a = ce_smlad(ce_rd32(x0 + i), k01_0, a);
+            a = ce_smlabb(ce_rd32(x0 + i + 2), k2_01, a);
+            a = ce_smlad(ce_rd32(x1 + i), k01_1, a);
+            a = ce_smlabt(ce_rd32(x1 + i + 2), k2_01, a);
+            a = ce_smlad(ce_rd32(x2 + i), k01_2, a);
+            a = ce_smlabb(ce_rd32(x2 + i + 2), k2_2, a);
+            *dst = fold ? ce_requant_fold(a, mult, khi, shift, act_min, act_max)
                         : ce_requant(a, mult, shift, out_off, act_min, act_max);
         }
     }
@@ -984,22 +1047,33 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
-    const int32_t pw = ow + 3;
+    const int32_t pw = ce_dw3_pw(p);
     const int32_t slot_len = ch * pw;
+    const int32_t sh = p->stride_h;
     const int full = p->act_min == -128 && p->act_max == 127;
-    int32_t oy, i;
+    int32_t oy, i, staged = 0;
     for (i = 0; i < 3 * slot_len; ++i) {
         scratch[i] = 0;
     }
-    ce_dw3_stage(p, in, scratch, pw, -p->pad_t);
-    ce_dw3_stage(p, in, scratch + slot_len, pw, 1 - p->pad_t);
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int16_t *r0 = scratch + (oy % 3) * slot_len;
-        const int16_t *r1 = scratch + ((oy + 1) % 3) * slot_len;
-        const int16_t *r2 = scratch + ((oy + 2) % 3) * slot_len;
+        /* padded rows oy*sh .. oy*sh + 2 in slots (row % 3); in place (stride 1) row oy + 2 is staged before output
+         * row oy overwrites input row oy */
+        const int16_t *r0 = scratch + ((oy * sh) % 3) * slot_len;
+        const int16_t *r1 = scratch + ((oy * sh + 1) % 3) * slot_len;
+        const int16_t *r2 = scratch + ((oy * sh + 2) % 3) * slot_len;
         int8_t *dst_row = out + oy * ow * ch;
-        ce_dw3_stage(p, in, scratch + ((oy + 2) % 3) * slot_len, pw, oy + 2 - p->pad_t);
-        if (p->rq_hi == NULL) {
+        for (; staged <= oy * sh + 2; ++staged) {
+            ce_dw3_stage(p, in, scratch + (staged % 3) * slot_len, pw, staged - p->pad_t);
+        }
+        if (p->stride_w == 2) {
+            if (p->rq_hi == NULL) {
+                ce_dw3s2_row(p, r0, r1, r2, dst_row, 0, 0);
+            } else if (full) {
+                ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 1);
+            } else {
+                ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 0);
+            }
+        } else if (p->rq_hi == NULL) {
             ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0);
         } else if (full) {
             ce_dw3_row(p, r0, r1, r2, dst_row, 1, 1);
@@ -1265,9 +1339,9 @@ void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int
                     acc[3] += s[3] >> 4;
                 }
                 if (p->rq_hi != NULL) {
-                    ce_requant_pair_fold(acc[0], acc[1], mult[oc], p->rq_hi[oc], shift[oc], out_off, act_min,
+                    ce_requant_pair_fold(acc[0], acc[1], mult[oc], p->rq_hi[oc], shift[oc], act_min,
                                          act_max, 0, out0 + oc, out1 + oc);
-                    ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], p->rq_hi[oc + 1], shift[oc + 1], out_off,
+                    ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], p->rq_hi[oc + 1], shift[oc + 1],
                                          act_min, act_max, 0, out0 + oc + 1, out1 + oc + 1);
                 } else {
                     ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,

@@ -51,7 +51,7 @@ typedef struct {
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
     const int8_t *shift;    /* [out_c] */
-    const int32_t *rq_hi;   /* [out_c] 2^(-shift-2) when every shift < -1 (branch-free output stage), else NULL */
+    const int32_t *rq_hi;   /* [out_c] 2^(-shift-2) + out_offset * 2^(-shift-1) if every shift in [-23, -2], else NULL */
 } ce_conv_params;
 
 typedef struct {
@@ -61,7 +61,7 @@ typedef struct {
     const int32_t *bias;    /* [out_depth] */
     const int32_t *mult;    /* [out_depth] */
     const int8_t *shift;    /* [out_depth] */
-    const int32_t *rq_hi;   /* [out_depth] 2^(-shift-2) when every shift < -1 (branch-free output stage), else NULL */
+    const int32_t *rq_hi;   /* [out_depth] as ce_conv_params.rq_hi */
 } ce_fc_params;
 
 typedef struct {
