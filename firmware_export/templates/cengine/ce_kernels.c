@@ -420,54 +420,58 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
  * Define CE_NO_ASM to use the intrinsics version below instead. */
 #define CE_DOT_2X2_GROUP                                                                                        \
     "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
-    "ldr %[wv], [%[w]], #4\n\t"                                                                                 \
-    "sxtb16 %[t], %[wv]\n\t"                                                                                    \
-    "sxtb16 %[wv], %[wv], ror #8\n\t"                                                                           \
-    "smlad %[a0], %[t], %[x0], %[a0]\n\t"                                                                       \
-    "smlad %[a1], %[t], %[x2], %[a1]\n\t"                                                                       \
-    "smlad %[a0], %[wv], %[x1], %[a0]\n\t"                                                                      \
-    "smlad %[a1], %[wv], %[x3], %[a1]\n\t"                                                                      \
-    "ldr %[wv], [%[w]], #4\n\t"                                                                                 \
-    "sxtb16 %[t], %[wv]\n\t"                                                                                    \
-    "sxtb16 %[wv], %[wv], ror #8\n\t"                                                                           \
-    "smlad %[b0], %[t], %[x0], %[b0]\n\t"                                                                       \
-    "smlad %[b1], %[t], %[x2], %[b1]\n\t"                                                                       \
-    "smlad %[b0], %[wv], %[x1], %[b0]\n\t"                                                                      \
-    "smlad %[b1], %[wv], %[x3], %[b1]\n\t"
+    "ldr %[t1], [%[w]], #4\n\t"                                                                                 \
+    "sxtb16 %[t0], %[t1]\n\t"                                                                                    \
+    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                                           \
+    "smlad %[a0], %[t0], %[x0], %[a0]\n\t"                                                                       \
+    "smlad %[a1], %[t0], %[x2], %[a1]\n\t"                                                                       \
+    "smlad %[a0], %[t1], %[x1], %[a0]\n\t"                                                                      \
+    "smlad %[a1], %[t1], %[x3], %[a1]\n\t"                                                                      \
+    "ldr %[t1], [%[w]], #4\n\t"                                                                                 \
+    "sxtb16 %[t0], %[t1]\n\t"                                                                                    \
+    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                                           \
+    "smlad %[b0], %[t0], %[x0], %[b0]\n\t"                                                                       \
+    "smlad %[b1], %[t0], %[x2], %[b1]\n\t"                                                                       \
+    "smlad %[b0], %[t1], %[x1], %[b0]\n\t"                                                                      \
+    "smlad %[b1], %[t1], %[x3], %[b1]\n\t"
 
-/* out of line so that the caller's live values never compete for the 13 registers the loop needs */
-static CE_NOINLINE void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
-{
-    register int32_t x0 __asm__("r3");
-    register int32_t x1 __asm__("r4");
-    register int32_t x2 __asm__("r5");
-    register int32_t x3 __asm__("r6");
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    int32_t wv, t;
-    int32_t n = groups >> 1;
-    if (groups & 1) {
-        __asm__ volatile(CE_DOT_2X2_GROUP
-                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
-                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wv] "=&r"(wv),
-                           [t] "=&r"(t)
-                         :
-                         : "memory");
+/* the SMLAD loop around one group's instructions (two per iteration); out of line so that the caller's live values
+ * never compete for the 13 registers the loop needs */
+#define CE_DOT_2X2_FN(name, GROUP)                                                                              \
+    static CE_NOINLINE void name(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)             \
+    {                                                                                                           \
+        register int32_t x0 __asm__("r3");                                                                      \
+        register int32_t x1 __asm__("r4");                                                                      \
+        register int32_t x2 __asm__("r5");                                                                      \
+        register int32_t x3 __asm__("r6");                                                                      \
+        int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];                                             \
+        int32_t t0, t1;                                                                                         \
+        int32_t n = groups >> 1;                                                                                \
+        if (groups & 1) {                                                                                       \
+            __asm__ volatile(GROUP                                                                              \
+                             : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0),           \
+                               [b1] "+r"(b1), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),   \
+                               [t0] "=&r"(t0), [t1] "=&r"(t1)                                                   \
+                             :                                                                                  \
+                             : "memory");                                                                       \
+        }                                                                                                       \
+        if (n > 0) {                                                                                            \
+            __asm__ volatile("1:\n\t" GROUP GROUP                                                               \
+                             "subs %[n], %[n], #1\n\t"                                                          \
+                             "bne 1b\n\t"                                                                       \
+                             : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0),           \
+                               [b1] "+r"(b1), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),   \
+                               [t0] "=&r"(t0), [t1] "=&r"(t1), [n] "+r"(n)                                      \
+                             :                                                                                  \
+                             : "cc", "memory");                                                                 \
+        }                                                                                                       \
+        acc[0] = a0;                                                                                            \
+        acc[1] = a1;                                                                                            \
+        acc[2] = b0;                                                                                            \
+        acc[3] = b1;                                                                                            \
     }
-    if (n > 0) {
-        __asm__ volatile("1:\n\t" CE_DOT_2X2_GROUP CE_DOT_2X2_GROUP
-                         "subs %[n], %[n], #1\n\t"
-                         "bne 1b\n\t"
-                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
-                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wv] "=&r"(wv),
-                           [t] "=&r"(t), [n] "+r"(n)
-                         :
-                         : "cc", "memory");
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
-}
+
+CE_DOT_2X2_FN(ce_dot_2x2, CE_DOT_2X2_GROUP)
 #else
 static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
 {
@@ -504,49 +508,18 @@ static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups,
 #if defined(CE_ARM_DSP) && defined(__OPTIMIZE__) && !defined(CE_NO_ASM)
 #define CE_DOT16_2X2_GROUP                                                                                      \
     "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
-    "ldrd %[wa], %[wb], [%[w]], #8\n\t"                                                                         \
-    "smlad %[a0], %[wa], %[x0], %[a0]\n\t"                                                                      \
-    "smlad %[a1], %[wa], %[x2], %[a1]\n\t"                                                                      \
-    "smlad %[a0], %[wb], %[x1], %[a0]\n\t"                                                                      \
-    "smlad %[a1], %[wb], %[x3], %[a1]\n\t"                                                                      \
-    "ldrd %[wa], %[wb], [%[w]], #8\n\t"                                                                         \
-    "smlad %[b0], %[wa], %[x0], %[b0]\n\t"                                                                      \
-    "smlad %[b1], %[wa], %[x2], %[b1]\n\t"                                                                      \
-    "smlad %[b0], %[wb], %[x1], %[b0]\n\t"                                                                      \
-    "smlad %[b1], %[wb], %[x3], %[b1]\n\t"
+    "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                                         \
+    "smlad %[a0], %[t0], %[x0], %[a0]\n\t"                                                                      \
+    "smlad %[a1], %[t0], %[x2], %[a1]\n\t"                                                                      \
+    "smlad %[a0], %[t1], %[x1], %[a0]\n\t"                                                                      \
+    "smlad %[a1], %[t1], %[x3], %[a1]\n\t"                                                                      \
+    "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                                         \
+    "smlad %[b0], %[t0], %[x0], %[b0]\n\t"                                                                      \
+    "smlad %[b1], %[t0], %[x2], %[b1]\n\t"                                                                      \
+    "smlad %[b0], %[t1], %[x1], %[b0]\n\t"                                                                      \
+    "smlad %[b1], %[t1], %[x3], %[b1]\n\t"
 
-static CE_NOINLINE void ce_dot16_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
-{
-    register int32_t x0 __asm__("r3");
-    register int32_t x1 __asm__("r4");
-    register int32_t x2 __asm__("r5");
-    register int32_t x3 __asm__("r6");
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    int32_t wa, wb;
-    int32_t n = groups >> 1;
-    if (groups & 1) {
-        __asm__ volatile(CE_DOT16_2X2_GROUP
-                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
-                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wa] "=&r"(wa),
-                           [wb] "=&r"(wb)
-                         :
-                         : "memory");
-    }
-    if (n > 0) {
-        __asm__ volatile("1:\n\t" CE_DOT16_2X2_GROUP CE_DOT16_2X2_GROUP
-                         "subs %[n], %[n], #1\n\t"
-                         "bne 1b\n\t"
-                         : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
-                           [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [wa] "=&r"(wa),
-                           [wb] "=&r"(wb), [n] "+r"(n)
-                         :
-                         : "cc", "memory");
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
-}
+CE_DOT_2X2_FN(ce_dot16_2x2, CE_DOT16_2X2_GROUP)
 #else
 static inline void ce_dot16_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
 {
