@@ -46,3 +46,12 @@ def per_tensor_depthwise_qdim3(data: bytes) -> tuple[bytes, int]:
         b.quantization.quantizedDimension = 3
         edited += 1
     return _save(m), edited
+
+
+def move_operator(data: bytes, src: int, dst: int) -> bytes:
+    """The same graph with operator ``src`` moved to position ``dst`` of the execution order (the caller keeps the
+    order topological)."""
+    _, m = _load(data)
+    ops = m.subgraphs[0].operators
+    ops.insert(dst, ops.pop(src))
+    return _save(m)

@@ -38,18 +38,43 @@ def _resnet_like(k, shortcut: str, first_kernel: int = 3, second_kernel: int = 3
     return k.Model(i, k.layers.Dense(5)(o))
 
 
+def _projection_with_another_reader(k):
+    """A projection block whose input is also read by a depthwise convolution placed between the block's
+    operators: that layer must not overwrite the input the fused step reads at the ADD's position."""
+    i = k.Input((12, 12, 3))
+    x = k.layers.Conv2D(8, 3, padding="same", activation="relu")(i)
+    y = k.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    s = k.layers.Conv2D(8, 1)(x)
+    z = k.layers.Conv2D(8, 3, padding="same")(y)
+    d = k.layers.DepthwiseConv2D(3, padding="same")(x)
+    o = k.layers.Add()([k.layers.Add()([z, s]), d])
+    return k.Model(i, k.layers.Dense(5)(k.layers.GlobalAveragePooling2D()(o)))
+
+
 BLOCKS = {  # name: (graph, fused as a RESBLOCK step)
     "identity_3x3": (lambda k: _resnet_like(k, "identity"), True),
     "identity_5x5_then_3x3": (lambda k: _resnet_like(k, "identity", 5, 3), True),
     "identity_3x3_then_1x1": (lambda k: _resnet_like(k, "identity", 3, 1), True),  # not in place (row r is read later)
     "projection_stride2": (lambda k: _resnet_like(k, "projection"), True),
     "six_channels": (lambda k: _resnet_like(k, "identity", channels=6), False),  # second conv's input % 4 != 0
+    "projection_with_another_reader": (_projection_with_another_reader, True),
 }
 
 
 def _block_model(name, tmp_path):
     keras = pytest.importorskip("keras")
-    return _convert(BLOCKS[name][0](keras), (12, 12, 3), tmp_path / f"{name}.tflite")
+    path = _convert(BLOCKS[name][0](keras), (12, 12, 3), tmp_path / f"{name}.tflite")
+    if name == "projection_with_another_reader":
+        # the converter runs the depthwise after the block's ADD; run it before, where (last reader of the block
+        # input in model order) it could overwrite the input the fused step reads at the ADD's position
+        from tests.model_edit import move_operator
+        from toolchain.tflite_model import load_tflite
+
+        ops = [o.opcode for o in load_tflite(path).operators]
+        dw, first_add = ops.index("DEPTHWISE_CONV_2D"), ops.index("ADD")
+        assert dw > first_add
+        path.write_bytes(move_operator(path.read_bytes(), dw, first_add))
+    return path
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKS))

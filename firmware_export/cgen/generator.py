@@ -129,6 +129,9 @@ def build_engine(model, name: str, meta: dict[str, Any] | None = None) -> Engine
         if blk is not None and not any(o.index in skip for o in blk.ops):
             blocks[op.index] = blk
             skip |= {o.index for o in blk.ops}
+            # the fused step reads the block input at the ADD's position: no operator before it may overwrite it
+            rx = resolve(b._static_root, blk.c1.inputs[0])
+            b.last_read[rx] = max(b.last_read.get(rx, -1), op.index)
     for op in model.operators:
         if op.index in blocks:
             resblock.lower(b, blocks[op.index])

@@ -70,10 +70,11 @@ def match(bld, op, producers: dict[int, object], consumers: dict[int, list]) -> 
 def _in_place(bld, blk: Block) -> bool:
     """With the identity shortcut the output may overwrite the block input when no y row computed after output
     row r reads an input row <= r."""
-    if blk.cs is not None:
-        return False
     x, y = blk.c1.inputs[0], blk.add.outputs[0]
-    if not bld.can_overwrite(blk.add, x) or bld.t(x).nbytes != bld.t(y).nbytes:
+    shortcut = blk.add.inputs[0 if blk.shortcut_first else 1]
+    if blk.cs is not None or shortcut != x:  # a RESHAPE of x: output rows are not x's rows
+        return False
+    if not bld.can_overwrite(blk.add, x) or tuple(bld.t(x).shape) != tuple(bld.t(y).shape):
         return False
     geo = []
     for c in (blk.c1, blk.c2):
