@@ -169,9 +169,10 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     s = run_tune(TuneOptions(output=str(tmp_path / "w"), board=get_target("nrf52840"), trials=4, seed=0,
                              workers=2, epochs=1, max_train_samples=100))
     for t in s["trials"]:
-        if t["state"] == "COMPLETE":  # the static figures are what the C engine's planner finds in the int8 model
+        if t["state"] == "COMPLETE":  # the static figures bound what the C engine's planner finds in the int8 model
             st, r = t["static"], t["result"]
-            assert (st["int8_weight_bytes"], st["macs"]) == (r["c_engine_weight_bytes"], r["macs"])
+            # int8 weights + biases: a lower bound (the C engine keeps some convolutions' weights as int16)
+            assert st["macs"] == r["macs"] and st["int8_weight_bytes"] <= r["c_engine_weight_bytes"]
             assert st["arena_lower_bound_bytes"] <= r["c_engine_arena_bytes"]
             if s["on_target"]:
                 assert r["instructions"] > 0 and r["target_identical_pct"] == 100.0

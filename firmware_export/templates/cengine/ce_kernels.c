@@ -902,9 +902,15 @@ static void ce_dw3_stage(const ce_conv_params *p, const int8_t *in, int16_t *slo
     }
 }
 
-/* one output row of every channel from the staged rows r0..r2; fold / full as in ce_conv_pairs */
+static inline int32_t ce_w4_lo(int32_t v);
+static inline int32_t ce_w4_hi(int32_t v);
+static inline int32_t ce_w4_exact(int32_t t);
+
+/* one output row of every channel from the staged rows r0..r2; fold / full as in ce_conv_pairs; w4: int4 weights
+ * (ce_depthwise3x3_s8_w4's layout) */
 static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
-                                        const int16_t *r2, int8_t *dst_row, const int fold, const int full)
+                                        const int16_t *r2, int8_t *dst_row, const int fold, const int full,
+                                        const int w4)
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
@@ -913,9 +919,24 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
     int32_t ox, c;
     for (c = 0; c < ch; ++c) {
         /* k01_r = (w[r][0], w[r][1]); k2_01 = (w[0][2], w[1][2]); k2_2 = w[2][2] */
-        const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
-        const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
-        const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
+        int32_t k01_0, k01_1, k01_2, k2_01, k2_2;
+        if (w4) {
+            const int32_t v = ce_rd32(p->weights + 4 * c);
+            const int32_t lo = ce_w4_lo(v), hi = ce_w4_hi(v);
+            const uint32_t b22 = (uint8_t)p->weights[4 * ch + (c >> 1)];
+            k01_0 = ce_w4_exact(ce_sxtb16(lo));
+            k01_1 = ce_w4_exact(ce_sxtb16_ror8(lo));
+            k01_2 = ce_w4_exact(ce_sxtb16(hi));
+            k2_01 = ce_w4_exact(ce_sxtb16_ror8(hi));
+            k2_2 = (int32_t)((((c & 1) ? b22 >> 4 : b22) & 15u) ^ 8u) - 8;
+        } else {
+            const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
+            k01_0 = ce_sxtb16(wa);
+            k01_1 = ce_sxtb16_ror8(wa);
+            k01_2 = ce_sxtb16(wb);
+            k2_01 = ce_sxtb16_ror8(wb);
+            k2_2 = p->weights[8 * ch + c];
+        }
         const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
         const int32_t khi = fold ? p->rq_hi[c] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
@@ -1016,7 +1037,8 @@ static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t
     }
 }
 
-void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+static CE_ALWAYS_INLINE void ce_dw3_run(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch,
+                                        const int w4)
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
@@ -1038,7 +1060,13 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
         for (; staged <= oy * sh + 2; ++staged) {
             ce_dw3_stage(p, in, scratch + (staged % 3) * slot_len, pw, staged - p->pad_t);
         }
-        if (p->stride_w == 2) {
+        if (w4) { /* int4: stride 1 (generator), generic or branch-free output stage */
+            if (p->rq_hi == NULL) {
+                ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0, 1);
+            } else {
+                ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0, 1);
+            }
+        } else if (p->stride_w == 2) {
             if (p->rq_hi == NULL) {
                 ce_dw3s2_row(p, r0, r1, r2, dst_row, 0, 0);
             } else if (full) {
@@ -1047,13 +1075,18 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
                 ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 0);
             }
         } else if (p->rq_hi == NULL) {
-            ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0);
+            ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0, 0);
         } else if (full) {
-            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 1);
+            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 1, 0);
         } else {
-            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0);
+            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0, 0);
         }
     }
+}
+
+void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    ce_dw3_run(p, in, out, scratch, 0);
 }
 
 /* ---- FULLY_CONNECTED -------------------------------------------------------------------------- */
@@ -1462,65 +1495,7 @@ void ce_depthwise_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, 
  * values once per channel and output row (outside the pixel loop), so the accumulation is ce_depthwise3x3_s8's. */
 void ce_depthwise3x3_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
-    const int32_t ch = p->in_c;
-    const int32_t ow = p->out_w;
-    const int32_t pw = ow + 3;
-    const int32_t slot_len = ch * pw;
-    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
-    int32_t oy, ox, c, i;
-    for (i = 0; i < 3 * slot_len; ++i) {
-        scratch[i] = 0;
-    }
-    ce_dw3_stage(p, in, scratch, pw, -p->pad_t);
-    ce_dw3_stage(p, in, scratch + slot_len, pw, 1 - p->pad_t);
-    for (oy = 0; oy < p->out_h; ++oy) {
-        const int16_t *r0 = scratch + (oy % 3) * slot_len;
-        const int16_t *r1 = scratch + ((oy + 1) % 3) * slot_len;
-        const int16_t *r2 = scratch + ((oy + 2) % 3) * slot_len;
-        int8_t *dst_row = out + oy * ow * ch;
-        ce_dw3_stage(p, in, scratch + ((oy + 2) % 3) * slot_len, pw, oy + 2 - p->pad_t);
-        for (c = 0; c < ch; ++c) {
-            const int32_t v = ce_rd32(p->weights + 4 * c);
-            const int32_t lo = ce_w4_lo(v), hi = ce_w4_hi(v);
-            const int32_t k01_0 = ce_w4_exact(ce_sxtb16(lo)), k01_1 = ce_w4_exact(ce_sxtb16_ror8(lo));
-            const int32_t k01_2 = ce_w4_exact(ce_sxtb16(hi)), k2_01 = ce_w4_exact(ce_sxtb16_ror8(hi));
-            const uint32_t b22 = (uint8_t)p->weights[4 * ch + (c >> 1)];
-            const int32_t k2_2 = (int32_t)((((c & 1) ? b22 >> 4 : b22) & 15u) ^ 8u) - 8;
-            const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
-            const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
-            int8_t *dst = dst_row + c;
-            for (ox = 0; ox + 1 < ow; ox += 2) {
-                int32_t a = bias, b = bias, t;
-                t = ce_rd32(x0 + ox + 2);
-                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
-                b = ce_smlad(ce_rd32(x0 + ox + 1), k01_0, b);
-                a = ce_smlabb(t, k2_01, a);
-                b = ce_smlatb(t, k2_01, b);
-                t = ce_rd32(x1 + ox + 2);
-                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
-                b = ce_smlad(ce_rd32(x1 + ox + 1), k01_1, b);
-                a = ce_smlabt(t, k2_01, a);
-                b = ce_smlatt(t, k2_01, b);
-                t = ce_rd32(x2 + ox + 2);
-                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
-                b = ce_smlad(ce_rd32(x2 + ox + 1), k01_2, b);
-                a = ce_smlabb(t, k2_2, a);
-                b = ce_smlatb(t, k2_2, b);
-                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + ch);
-                dst += 2 * ch;
-            }
-            if (ox < ow) {
-                int32_t a = bias;
-                a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
-                a = ce_smlabb(ce_rd32(x0 + ox + 2), k2_01, a);
-                a = ce_smlad(ce_rd32(x1 + ox), k01_1, a);
-                a = ce_smlabt(ce_rd32(x1 + ox + 2), k2_01, a);
-                a = ce_smlad(ce_rd32(x2 + ox), k01_2, a);
-                a = ce_smlabb(ce_rd32(x2 + ox + 2), k2_2, a);
-                *dst = ce_requant(a, mult, shift, out_off, act_min, act_max);
-            }
-        }
-    }
+    ce_dw3_run(p, in, out, scratch, 1);
 }
 
 /* FULLY_CONNECTED with int4 weights: rows of in_depth rounded up to 8 values, packed and word-interleaved like
