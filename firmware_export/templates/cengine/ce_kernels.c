@@ -303,6 +303,42 @@ static inline const int8_t *ce_in_row(const ce_conv_params *p, const int8_t *in,
     return in + (st->in_slots ? iy % st->in_slots : iy) * p->in_w * p->in_c;
 }
 
+/* n groups of 4 int8 values at src to im2col words (input offset added): group g at dst + g * gstride; gstride 4
+ * (two interleaved columns) runs two groups per step with constant offsets. Returns the end of the run. */
+static inline int32_t *ce_widen_run(const int8_t *src, int32_t n, int32_t off2, int32_t *dst, int32_t gstride)
+{
+#if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
+    if (gstride == 4 && n >= 2) {
+        /* two groups per step: LDR (unaligned is fine), SXTAB16, STRD (the column is word-aligned) */
+        int32_t m = n >> 1, t0, t1, t2, t3;
+        __asm__ volatile("1:\n\t"
+                         "ldr %[t0], [%[s]], #4\n\t"
+                         "ldr %[t2], [%[s]], #4\n\t"
+                         "sxtab16 %[t1], %[o], %[t0], ror #8\n\t"
+                         "sxtab16 %[t0], %[o], %[t0]\n\t"
+                         "sxtab16 %[t3], %[o], %[t2], ror #8\n\t"
+                         "sxtab16 %[t2], %[o], %[t2]\n\t"
+                         "strd %[t0], %[t1], [%[d]], #16\n\t"
+                         "strd %[t2], %[t3], [%[d]], #16\n\t"
+                         "subs %[m], %[m], #1\n\t"
+                         "bne 1b\n\t"
+                         : [s] "+r"(src), [d] "+r"(dst), [m] "+r"(m), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
+                           [t3] "=&r"(t3)
+                         : [o] "r"(off2)
+                         : "cc", "memory");
+        n &= 1;
+    }
+#endif
+    for (; n > 0; --n) {
+        const int32_t v = ce_rd32(src);
+        src += 4;
+        dst[0] = ce_sxtab16(off2, v);
+        dst[1] = ce_sxtab16_ror8(off2, v);
+        dst += gstride;
+    }
+    return dst;
+}
+
 static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, int32_t *col, int32_t gstride,
                       const ce_conv_state *st)
 {
@@ -322,15 +358,7 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
             const int32_t iy = iy0 + ky * p->dil_h;
             if (x_inside && iy >= 0 && iy < p->in_h) {
                 /* the patch row is one contiguous run of k_w * in_c bytes */
-                const int8_t *src = ce_in_row(p, in, st, iy) + ix0 * ic;
-                int32_t n = (p->k_w * ic) >> 2;
-                while (n-- > 0) {
-                    const int32_t v = ce_rd32(src);
-                    src += 4;
-                    dst[0] = ce_sxtab16(off2, v);
-                    dst[1] = ce_sxtab16_ror8(off2, v);
-                    dst += gstride;
-                }
+                dst = ce_widen_run(ce_in_row(p, in, st, iy) + ix0 * ic, (p->k_w * ic) >> 2, off2, dst, gstride);
                 continue;
             }
             for (kx = 0; kx < p->k_w; ++kx) {
@@ -343,13 +371,7 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
                         dst += gstride;
                     }
                 } else {
-                    const int8_t *src = ce_in_row(p, in, st, iy) + ix * ic;
-                    for (c = 0; c < ic; c += 4) {
-                        const int32_t v = ce_rd32(src + c);
-                        dst[0] = ce_sxtab16(off2, v);
-                        dst[1] = ce_sxtab16_ror8(off2, v);
-                        dst += gstride;
-                    }
+                    dst = ce_widen_run(ce_in_row(p, in, st, iy) + ix * ic, ic >> 2, off2, dst, gstride);
                 }
             }
         }
@@ -367,12 +389,7 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
             ce_rows_upto(p, in, rows, prow + (p->k_h - 1) * p->dil_h);
             for (ky = 0; ky < p->k_h; ++ky) {
                 const int8_t *src = rows->ring + ((prow + ky * p->dil_h) % rows->slots) * rows->wp + xoff;
-                for (g = 0; g < rowp; g += 4) {
-                    const int32_t v = ce_rd32(src + g);
-                    dst[0] = ce_sxtab16(off2, v);
-                    dst[1] = ce_sxtab16_ror8(off2, v);
-                    dst += gstride;
-                }
+                dst = ce_widen_run(src, rowp >> 2, off2, dst, gstride);
             }
             return;
         }
@@ -380,13 +397,7 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
             const int32_t iy = iy0 + ky * p->dil_h;
             if (x_inside && iy >= 0 && iy < p->in_h) {
                 /* contiguous run; the up to 3 bytes read past it meet zero weights (arena has 4 bytes of slack) */
-                const int8_t *src = in + (iy * p->in_w + ix0) * ic;
-                for (g = 0; g < rowp; g += 4) {
-                    const int32_t v = ce_rd32(src + g);
-                    dst[0] = ce_sxtab16(off2, v);
-                    dst[1] = ce_sxtab16_ror8(off2, v);
-                    dst += gstride;
-                }
+                dst = ce_widen_run(in + (iy * p->in_w + ix0) * ic, rowp >> 2, off2, dst, gstride);
                 continue;
             }
             for (j = 0; j < rowp; ++j) {
@@ -413,135 +424,143 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     }
 }
 
-/* two weight rows (pair-interleaved) x two columns (interleaved): acc = {row a col A, row a col B, row b col A,
- * row b col B}; groups >= 1 */
-#if defined(CE_ARM_DSP) && defined(__OPTIMIZE__) && !defined(CE_NO_ASM)
-/* SMLAD inner loop in inline assembly (1 MAC per instruction); needs 13 free registers, i.e. an optimised build.
- * Define CE_NO_ASM to use the intrinsics version below instead. */
-#define CE_DOT_2X2_GROUP                                                                                        \
-    "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
-    "ldr %[t1], [%[w]], #4\n\t"                                                                                 \
-    "sxtb16 %[t0], %[t1]\n\t"                                                                                    \
-    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                                           \
-    "smlad %[a0], %[t0], %[x0], %[a0]\n\t"                                                                       \
-    "smlad %[a1], %[t0], %[x2], %[a1]\n\t"                                                                       \
-    "smlad %[a0], %[t1], %[x1], %[a0]\n\t"                                                                      \
-    "smlad %[a1], %[t1], %[x3], %[a1]\n\t"                                                                      \
-    "ldr %[t1], [%[w]], #4\n\t"                                                                                 \
-    "sxtb16 %[t0], %[t1]\n\t"                                                                                    \
-    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                                           \
-    "smlad %[b0], %[t0], %[x0], %[b0]\n\t"                                                                       \
-    "smlad %[b1], %[t0], %[x2], %[b1]\n\t"                                                                       \
-    "smlad %[b0], %[t1], %[x1], %[b0]\n\t"                                                                      \
-    "smlad %[b1], %[t1], %[x3], %[b1]\n\t"
+/* Pairs of weight rows (pair-interleaved) x two columns (interleaved): for each of `pairs` consecutive row pairs,
+ * acc[4j..4j+3] = {row a col A, row a col B, row b col A, row b col B} + the pair's biases (bias[2j], bias[2j+1]);
+ * groups >= 1. ce_dot_pairs: int8 weights (8 bytes per group and pair); ce_dot16_pairs: int16 weights (p->wide, 16
+ * bytes per group and pair). One call covers many channel pairs, so the loop setup is paid once per column. */
+#if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
+/* Out-of-line Thumb-2 assembly (1 MAC per instruction on int16 weights): r0 weights, r1 column, r2..r5 the four
+ * accumulators, r6..r9 a group of the two columns, r10..r12, lr a group of the two weight rows; the 8-group body is
+ * entered through a TBB table at group (-groups) & 7 so that any group count runs whole bodies afterwards. Stack
+ * locals: [sp] column, [sp+4] column end, [sp+8] next bias, [sp+12] entry index, [sp+16] pairs left, [sp+20] next
+ * acc; the stack arguments (pairs, acc) are at [sp+64] and [sp+68] after the 36-byte push and the 28-byte frame. */
+void ce_dot_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
+                  int32_t *acc);
+void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
+                    int32_t *acc);
 
-/* the SMLAD loop around one group's instructions (two per iteration); out of line so that the caller's live values
- * never compete for the 13 registers the loop needs */
-#define CE_DOT_2X2_FN(name, GROUP)                                                                              \
-    static CE_NOINLINE void name(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)             \
-    {                                                                                                           \
-        register int32_t x0 __asm__("r3");                                                                      \
-        register int32_t x1 __asm__("r4");                                                                      \
-        register int32_t x2 __asm__("r5");                                                                      \
-        register int32_t x3 __asm__("r6");                                                                      \
-        int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];                                             \
-        int32_t t0, t1;                                                                                         \
-        int32_t n = groups >> 1;                                                                                \
-        if (groups & 1) {                                                                                       \
-            __asm__ volatile(GROUP                                                                              \
-                             : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0),           \
-                               [b1] "+r"(b1), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),   \
-                               [t0] "=&r"(t0), [t1] "=&r"(t1)                                                   \
-                             :                                                                                  \
-                             : "memory");                                                                       \
-        }                                                                                                       \
-        if (n > 0) {                                                                                            \
-            __asm__ volatile("1:\n\t" GROUP GROUP                                                               \
-                             "subs %[n], %[n], #1\n\t"                                                          \
-                             "bne 1b\n\t"                                                                       \
-                             : [w] "+r"(w), [c] "+r"(c), [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0),           \
-                               [b1] "+r"(b1), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),   \
-                               [t0] "=&r"(t0), [t1] "=&r"(t1), [n] "+r"(n)                                      \
-                             :                                                                                  \
-                             : "cc", "memory");                                                                 \
-        }                                                                                                       \
-        acc[0] = a0;                                                                                            \
-        acc[1] = a1;                                                                                            \
-        acc[2] = b0;                                                                                            \
-        acc[3] = b1;                                                                                            \
-    }
+#define CE_ASM_SMLAD8                                                                                           \
+    "smlad r2, r10, r6, r2\n\t"                                                                                 \
+    "smlad r3, r10, r8, r3\n\t"                                                                                 \
+    "smlad r4, r12, r6, r4\n\t"                                                                                 \
+    "smlad r5, r12, r8, r5\n\t"                                                                                 \
+    "smlad r2, r11, r7, r2\n\t"                                                                                 \
+    "smlad r3, r11, r9, r3\n\t"                                                                                 \
+    "smlad r4, lr, r7, r4\n\t"                                                                                  \
+    "smlad r5, lr, r9, r5\n\t"
+#define CE_ASM_GROUP16 "ldmia.w r1!, {r6-r9}\n\tldmia.w r0!, {r10, r11, r12, lr}\n\t" CE_ASM_SMLAD8
+#define CE_ASM_GROUP8                                                                                           \
+    "ldmia.w r1!, {r6-r9}\n\t"                                                                                  \
+    "ldrd r11, lr, [r0], #8\n\t"                                                                                \
+    "sxtb16 r10, r11\n\t"                                                                                       \
+    "sxtb16 r11, r11, ror #8\n\t"                                                                               \
+    "sxtb16 r12, lr\n\t"                                                                                        \
+    "sxtb16 lr, lr, ror #8\n\t" CE_ASM_SMLAD8
 
-CE_DOT_2X2_FN(ce_dot_2x2, CE_DOT_2X2_GROUP)
+#define CE_ASM_PAIRS(name, GROUP)                                                                               \
+    __asm__(".pushsection .text." #name ",\"ax\",%progbits\n\t"                                                 \
+            ".syntax unified\n\t"                                                                               \
+            ".thumb\n\t"                                                                                        \
+            ".align 2\n\t"                                                                                      \
+            ".global " #name "\n\t"                                                                             \
+            ".type " #name ", %function\n\t"                                                                    \
+            ".thumb_func\n" #name ":\n\t"                                                                       \
+            "push {r4-r11, lr}\n\t"                                                                             \
+            "sub sp, sp, #28\n\t"                                                                               \
+            "str r1, [sp]\n\t"                                                                                  \
+            "add r12, r1, r2, lsl #4\n\t"                                                                       \
+            "str r12, [sp, #4]\n\t"                                                                             \
+            "str r3, [sp, #8]\n\t"                                                                              \
+            "rsb r12, r2, #0\n\t"                                                                               \
+            "and r12, r12, #7\n\t"                                                                              \
+            "str r12, [sp, #12]\n\t"                                                                            \
+            "ldr r12, [sp, #64]\n\t"                                                                            \
+            "str r12, [sp, #16]\n\t"                                                                            \
+            "ldr r12, [sp, #68]\n\t"                                                                            \
+            "str r12, [sp, #20]\n"                                                                              \
+            "1:\n\t"                                                                                            \
+            "ldr r1, [sp]\n\t"                                                                                  \
+            "ldr r12, [sp, #8]\n\t"                                                                             \
+            "ldrd r2, r4, [r12], #8\n\t"                                                                        \
+            "str r12, [sp, #8]\n\t"                                                                             \
+            "mov r3, r2\n\t"                                                                                    \
+            "mov r5, r4\n\t"                                                                                    \
+            "ldr lr, [sp, #12]\n\t"                                                                             \
+            "tbb [pc, lr]\n"                                                                                    \
+            "2:\n\t"                                                                                            \
+            ".byte (10f - 2b) / 2, (11f - 2b) / 2, (12f - 2b) / 2, (13f - 2b) / 2\n\t"                          \
+            ".byte (14f - 2b) / 2, (15f - 2b) / 2, (16f - 2b) / 2, (17f - 2b) / 2\n\t"                          \
+            ".align 1\n"                                                                                        \
+            "10:\n\t" GROUP "11:\n\t" GROUP "12:\n\t" GROUP "13:\n\t" GROUP                                     \
+            "14:\n\t" GROUP "15:\n\t" GROUP "16:\n\t" GROUP "17:\n\t" GROUP                                     \
+            "ldr lr, [sp, #4]\n\t"                                                                              \
+            "cmp r1, lr\n\t"                                                                                    \
+            "bne 10b\n\t"                                                                                       \
+            "ldr r12, [sp, #20]\n\t"                                                                            \
+            "stmia r12!, {r2-r5}\n\t"                                                                           \
+            "str r12, [sp, #20]\n\t"                                                                            \
+            "ldr r12, [sp, #16]\n\t"                                                                            \
+            "subs r12, r12, #1\n\t"                                                                             \
+            "str r12, [sp, #16]\n\t"                                                                            \
+            "bne 1b\n\t"                                                                                        \
+            "add sp, sp, #28\n\t"                                                                               \
+            "pop {r4-r11, pc}\n\t"                                                                              \
+            ".size " #name ", . - " #name "\n\t"                                                                \
+            ".popsection\n");
+
+CE_ASM_PAIRS(ce_dot_pairs, CE_ASM_GROUP8)
+CE_ASM_PAIRS(ce_dot16_pairs, CE_ASM_GROUP16)
 #else
-static inline void ce_dot_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
+static void ce_dot_pairs_c(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
+                           int32_t *acc, const int wide)
 {
-    int32_t s0a = acc[0], s0b = acc[1], s1a = acc[2], s1b = acc[3];
-    while (groups-- > 0) {
-        const int32_t wa = ce_rd32(w);
-        const int32_t wb = ce_rd32(w + 4);
-        const int32_t xa0 = c[0], xa1 = c[1], xb0 = c[2], xb1 = c[3];
-        int32_t t;
-        w += 8;
-        c += 4;
-        t = ce_sxtb16(wa);
-        s0a = ce_smlad(t, xa0, s0a);
-        s0b = ce_smlad(t, xb0, s0b);
-        t = ce_sxtb16_ror8(wa);
-        s0a = ce_smlad(t, xa1, s0a);
-        s0b = ce_smlad(t, xb1, s0b);
-        t = ce_sxtb16(wb);
-        s1a = ce_smlad(t, xa0, s1a);
-        s1b = ce_smlad(t, xb0, s1b);
-        t = ce_sxtb16_ror8(wb);
-        s1a = ce_smlad(t, xa1, s1a);
-        s1b = ce_smlad(t, xb1, s1b);
+    int32_t j, g;
+    for (j = 0; j < pairs; ++j) {
+        int32_t s0a = bias[2 * j], s0b = bias[2 * j], s1a = bias[2 * j + 1], s1b = bias[2 * j + 1];
+        const int32_t *c = col;
+        for (g = 0; g < groups; ++g) {
+            int32_t wa0, wa1, wb0, wb1;
+            if (wide) {
+                wa0 = ce_rd32(w);
+                wa1 = ce_rd32(w + 4);
+                wb0 = ce_rd32(w + 8);
+                wb1 = ce_rd32(w + 12);
+                w += 16;
+            } else {
+                const int32_t wa = ce_rd32(w), wb = ce_rd32(w + 4);
+                wa0 = ce_sxtb16(wa);
+                wa1 = ce_sxtb16_ror8(wa);
+                wb0 = ce_sxtb16(wb);
+                wb1 = ce_sxtb16_ror8(wb);
+                w += 8;
+            }
+            s0a = ce_smlad(wa0, c[0], s0a);
+            s0b = ce_smlad(wa0, c[2], s0b);
+            s1a = ce_smlad(wb0, c[0], s1a);
+            s1b = ce_smlad(wb0, c[2], s1b);
+            s0a = ce_smlad(wa1, c[1], s0a);
+            s0b = ce_smlad(wa1, c[3], s0b);
+            s1a = ce_smlad(wb1, c[1], s1a);
+            s1b = ce_smlad(wb1, c[3], s1b);
+            c += 4;
+        }
+        acc[4 * j] = s0a;
+        acc[4 * j + 1] = s0b;
+        acc[4 * j + 2] = s1a;
+        acc[4 * j + 3] = s1b;
     }
-    acc[0] = s0a;
-    acc[1] = s0b;
-    acc[2] = s1a;
-    acc[3] = s1b;
 }
-#endif
 
-/* int16 weights (p->wide): the same rows, pairs and groups, each group of 4 int8 weights stored as the two int16
- * pair words SXTB16 would make of it ((w0, w2), (w1, w3)); a pair of rows takes 16 bytes per group. */
-#if defined(CE_ARM_DSP) && defined(__OPTIMIZE__) && !defined(CE_NO_ASM)
-#define CE_DOT16_2X2_GROUP                                                                                      \
-    "ldmia %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                             \
-    "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                                         \
-    "smlad %[a0], %[t0], %[x0], %[a0]\n\t"                                                                      \
-    "smlad %[a1], %[t0], %[x2], %[a1]\n\t"                                                                      \
-    "smlad %[a0], %[t1], %[x1], %[a0]\n\t"                                                                      \
-    "smlad %[a1], %[t1], %[x3], %[a1]\n\t"                                                                      \
-    "ldrd %[t0], %[t1], [%[w]], #8\n\t"                                                                         \
-    "smlad %[b0], %[t0], %[x0], %[b0]\n\t"                                                                      \
-    "smlad %[b1], %[t0], %[x2], %[b1]\n\t"                                                                      \
-    "smlad %[b0], %[t1], %[x1], %[b0]\n\t"                                                                      \
-    "smlad %[b1], %[t1], %[x3], %[b1]\n\t"
-
-CE_DOT_2X2_FN(ce_dot16_2x2, CE_DOT16_2X2_GROUP)
-#else
-static inline void ce_dot16_2x2(const int8_t *w, const int32_t *c, int32_t groups, int32_t *acc)
+static void ce_dot_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
+                         int32_t *acc)
 {
-    int32_t s0a = acc[0], s0b = acc[1], s1a = acc[2], s1b = acc[3];
-    while (groups-- > 0) {
-        const int32_t wa0 = ce_rd32(w), wa1 = ce_rd32(w + 4), wb0 = ce_rd32(w + 8), wb1 = ce_rd32(w + 12);
-        const int32_t xa0 = c[0], xa1 = c[1], xb0 = c[2], xb1 = c[3];
-        w += 16;
-        c += 4;
-        s0a = ce_smlad(wa0, xa0, s0a);
-        s0b = ce_smlad(wa0, xb0, s0b);
-        s0a = ce_smlad(wa1, xa1, s0a);
-        s0b = ce_smlad(wa1, xb1, s0b);
-        s1a = ce_smlad(wb0, xa0, s1a);
-        s1b = ce_smlad(wb0, xb0, s1b);
-        s1a = ce_smlad(wb1, xa1, s1a);
-        s1b = ce_smlad(wb1, xb1, s1b);
-    }
-    acc[0] = s0a;
-    acc[1] = s0b;
-    acc[2] = s1a;
-    acc[3] = s1b;
+    ce_dot_pairs_c(w, col, groups, bias, pairs, acc, 0);
+}
+
+static void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
+                           int32_t *acc)
+{
+    ce_dot_pairs_c(w, col, groups, bias, pairs, acc, 1);
 }
 #endif
 
@@ -594,39 +613,53 @@ static CE_NOINLINE void ce_conv_single(const ce_conv_params *p, const int32_t *c
 
 /* all pairs of output channels of two pixels (interleaved im2col columns at col); returns the first channel not
  * done (out_c rounded down to even). fold / full are constants at each call: the branch-free output stage when every
- * shift is below -1 (p->rq_hi set by the generator), SSAT when the activation range is all of int8. */
+ * shift is below -1 (p->rq_hi set by the generator), SSAT when the activation range is all of int8. The dot
+ * products of up to CE_PAIR_CHUNK channel pairs are computed in one call, then requantised. */
+#define CE_PAIR_CHUNK 16
 static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int32_t *col, int8_t *out0,
                                               int8_t *out1, const int fold, const int full)
 {
     const int32_t groups = p->k_padded >> 2;
-    const int32_t oc_n = p->out_c;
+    const int32_t npairs = p->out_c >> 1;
+    const int32_t pair_bytes = (p->wide ? 4 : 2) * p->k_padded;
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
-    const int32_t *bias = p->bias, *mult = p->mult, *rq_hi = p->rq_hi;
+    const int32_t *mult = p->mult, *rq_hi = p->rq_hi;
     const int8_t *shift = p->shift;
-    int32_t oc;
-    for (oc = 0; oc + 1 < oc_n; oc += 2) {
-        int32_t acc[4];
-        acc[0] = acc[1] = bias[oc];
-        acc[2] = acc[3] = bias[oc + 1];
+    int32_t acc[4 * CE_PAIR_CHUNK];
+    int32_t j0;
+    for (j0 = 0; j0 < npairs; j0 += CE_PAIR_CHUNK) {
+        const int32_t n = npairs - j0 < CE_PAIR_CHUNK ? npairs - j0 : CE_PAIR_CHUNK;
+        const int8_t *w = p->weights + j0 * pair_bytes;
         if (p->wide) {
-            ce_dot16_2x2(p->weights + 2 * oc * p->k_padded, col, groups, acc);
+            ce_dot16_pairs(w, col, groups, p->bias + 2 * j0, n, acc);
         } else {
-            ce_dot_2x2(p->weights + oc * p->k_padded, col, groups, acc);
+            ce_dot_pairs(w, col, groups, p->bias + 2 * j0, n, acc);
         }
-        if (fold) {
-            ce_requant_pair_fold(acc[0], acc[1], mult[oc], rq_hi[oc], shift[oc], act_min, act_max, full,
-                                 out0 + oc, out1 + oc);
-            ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], rq_hi[oc + 1], shift[oc + 1], act_min,
-                                 act_max, full, out0 + oc + 1, out1 + oc + 1);
-        } else {
-            ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc, out1 + oc);
-            ce_requant_pair(acc[2], acc[3], mult[oc + 1], shift[oc + 1], out_off, act_min, act_max, out0 + oc + 1,
-                            out1 + oc + 1);
+        {
+            /* pointers stepped per channel pair (no index arithmetic, no spills in the output stage) */
+            const int32_t *a = acc, *a_end = acc + 4 * n;
+            const int32_t *m = mult + 2 * j0, *k = fold ? rq_hi + 2 * j0 : NULL;
+            const int8_t *sh = shift + 2 * j0;
+            int8_t *o0 = out0 + 2 * j0, *o1 = out1 + 2 * j0;
+            do {
+                if (fold) {
+                    ce_requant_pair_fold(a[0], a[1], m[0], k[0], sh[0], act_min, act_max, full, o0, o1);
+                    ce_requant_pair_fold(a[2], a[3], m[1], k[1], sh[1], act_min, act_max, full, o0 + 1, o1 + 1);
+                    k += 2;
+                } else {
+                    ce_requant_pair(a[0], a[1], m[0], sh[0], out_off, act_min, act_max, o0, o1);
+                    ce_requant_pair(a[2], a[3], m[1], sh[1], out_off, act_min, act_max, o0 + 1, o1 + 1);
+                }
+                a += 4;
+                m += 2;
+                sh += 2;
+                o0 += 2;
+                o1 += 2;
+            } while (a != a_end);
         }
     }
-    return oc;
+    return 2 * npairs;
 }
-
 
 static void ce_conv_state_init(const ce_conv_params *p, int16_t *scratch, ce_conv_state *st)
 {
@@ -1658,6 +1691,27 @@ static void ce_add_tables(const ce_add_params *p, int32_t *t)
     }
 }
 
+/* the usual output rescale of ce_add_rows (2 <= ro <= 23): one SMLAL (ce_fold_fast) with the output offset folded
+ * into the constant khi; sat: 0 clamp to [amin, amax], 1 SSAT then max amin (amax 127), 2 SSAT only (all of int8) */
+static CE_ALWAYS_INLINE void ce_add_rows_fold(const int32_t *t1, const int32_t *t2, const int8_t *in1,
+                                              const int8_t *in2, int8_t *out, int32_t n, int32_t mulo, int32_t khi,
+                                              int32_t ro, int32_t amin, int32_t amax, const int sat)
+{
+    const int8_t *end = in1 + n;
+    while (in1 != end) {
+        int32_t v = ce_fold_fast(t1[*in1++] + t2[*in2++], mulo, khi, -ro);
+        if (sat == 2) {
+            v = ce_ssat8(v);
+        } else if (sat == 1) {
+            v = ce_ssat8(v);
+            v = v < amin ? amin : v;
+        } else {
+            v = ce_clamp(v, amin, amax);
+        }
+        *out++ = (int8_t)v;
+    }
+}
+
 /* n elements with the tables of ce_add_tables; out may be in1 or in2 (element-wise) */
 static void ce_add_rows(const ce_add_params *p, const int32_t *t, const int8_t *in1, const int8_t *in2, int8_t *out,
                         int32_t n)
@@ -1668,17 +1722,23 @@ static void ce_add_rows(const ce_add_params *p, const int32_t *t, const int8_t *
     const int32_t amin = p->act_min, amax = p->act_max;
     const int32_t *t1 = t + 128, *t2 = t + 256 + 128;
     int32_t i;
-    if (ro >= 2) { /* the usual case: the output rescale in one SMLAL (ce_fold_fast) */
+    if (ro >= 2 && ro <= 23 && n > 0) {
+        /* 2^(ro-2) rounds; offo * 2^(ro-1) adds the output offset exactly (|offo| <= 128: no overflow) */
+        const int32_t khi = (int32_t)(((uint32_t)1 << ro) >> 2) + (int32_t)((uint32_t)offo << (ro - 1));
+        if (amin == -128 && amax == 127) {
+            ce_add_rows_fold(t1, t2, in1, in2, out, n, mulo, khi, ro, amin, amax, 2);
+        } else if (amax == 127) {
+            ce_add_rows_fold(t1, t2, in1, in2, out, n, mulo, khi, ro, amin, amax, 1);
+        } else {
+            ce_add_rows_fold(t1, t2, in1, in2, out, n, mulo, khi, ro, amin, amax, 0);
+        }
+        return;
+    }
+    if (ro >= 2) { /* larger shifts: the offset added after the rescale */
         const int32_t khi = (int32_t)(((uint32_t)1 << ro) >> 2);
         for (i = 0; i < n; ++i) {
-            int32_t v = ce_fold_fast(t1[in1[i]] + t2[in2[i]], mulo, khi, -ro) + offo;
-            if (amax == 127) {
-                v = ce_ssat8(v);
-                v = v < amin ? amin : v;
-            } else {
-                v = ce_clamp(v, amin, amax);
-            }
-            out[i] = (int8_t)v;
+            const int32_t v = ce_fold_fast(t1[in1[i]] + t2[in2[i]], mulo, khi, -ro) + offo;
+            out[i] = (int8_t)ce_clamp(v, amin, amax);
         }
         return;
     }
