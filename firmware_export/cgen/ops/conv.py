@@ -168,6 +168,10 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
             inplace = 1
     elif dw3x3:
         scratch = 3 * ic * ((ow - 1) * sw + 4) * 2  # ring of three int16 channel-major input rows (ce_dw3_pw)
+        planes = 4 * ((oh - 1) * sh + 3) * ((ow - 1) * sw + 4) * 2  # four int16 channel planes (ce_dw3p_ph)
+        dw3_planes = not w4 and planes <= scratch  # small feature maps: by channel planes, in no more scratch
+        if dw3_planes:
+            scratch = planes
         if same_geometry and bld.can_overwrite(op, x):
             inplace = 1
     else:
@@ -197,7 +201,8 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     if as_conv:
         body = f"ce_conv2d_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S16@);"
     elif dw3x3:
-        body = f"ce_depthwise3x3_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S16@);"
+        kernel = "ce_depthwise3x3_plane_s8" if dw3_planes else f"ce_depthwise3x3_s8{sfx}"
+        body = f"{kernel}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S16@);"
     else:
         body = f"ce_depthwise_s8{sfx}(&{pn}, {bld.ptr(x)}, {bld.ptr(y)}, @S@);"
     if inplace:

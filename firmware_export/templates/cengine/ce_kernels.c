@@ -1122,6 +1122,155 @@ void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, 
     ce_dw3_run(p, in, out, scratch, 0);
 }
 
+/* ---- DEPTHWISE_CONV_2D 3x3 by channel planes (small feature maps) ------------------------------------------ */
+/* Same weights and arithmetic as ce_depthwise3x3_s8, another order: four channels at a time are staged whole as
+ * int16 planes P[r][i] (input offset added, padding 0; ph = (out_h-1)*stride_h + 3 rows of pw = ce_dw3_pw values),
+ * then each channel's outputs are computed with its weights and requantisation constants held for the whole
+ * plane, two output rows per step (a: rows oy*sh .. +2, b: rows (oy+1)*sh .. +2; at stride 1 they share three of
+ * four row loads). The generator picks this kernel when the four planes take no more scratch than the row ring.
+ * In place (out == in) is safe: a group's four output channels are written after its four input channels are
+ * staged, and no other channel is touched. */
+static inline int32_t ce_dw3p_ph(const ce_conv_params *p) { return (p->out_h - 1) * p->stride_h + 3; }
+
+static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c, int16_t *planes, int32_t ph,
+                           int32_t pw)
+{
+    const int32_t ch = p->in_c;
+    const int32_t plane = ph * pw;
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+    const int32_t y1 = p->in_h < ph - p->pad_t ? p->in_h : ph - p->pad_t;
+    const int32_t x1 = p->in_w < pw - p->pad_l ? p->in_w : pw - p->pad_l;
+    int32_t iy, ix;
+    for (iy = 0; iy < y1; ++iy) {
+        const int8_t *src = in + iy * p->in_w * ch + c;
+        int16_t *dst = planes + (iy + p->pad_t) * pw + p->pad_l;
+        for (ix = 0; ix < x1; ++ix) {
+            const int32_t v = ce_rd32(src);
+            const int32_t x02 = ce_sxtab16(off2, v), x13 = ce_sxtab16_ror8(off2, v);
+            src += ch;
+            dst[0] = (int16_t)x02;
+            dst[plane] = (int16_t)x13;
+            dst[2 * plane] = (int16_t)(x02 >> 16);
+            dst[3 * plane] = (int16_t)(x13 >> 16);
+            ++dst;
+        }
+    }
+}
+
+static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int16_t *P, int32_t c, int8_t *out,
+                                             const int fold, const int full, const int s2)
+{
+    const int32_t ch = p->in_c, ow = p->out_w, oh = p->out_h;
+    const int32_t pw = ce_dw3_pw(p);
+    const int32_t sw = s2 ? 2 : 1, rstep = (s2 ? 2 : 1) * pw; /* input values per output column / row */
+    const int32_t orow = ow * ch;
+    const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
+    const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
+    const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
+    const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
+    const int32_t khi = fold ? p->rq_hi[c] : 0;
+    int32_t oy, ox;
+    for (oy = 0; oy + 1 < oh; oy += 2) {
+        const int16_t *q = P + oy * rstep;
+        int8_t *dst = out + oy * orow + c;
+        for (ox = 0; ox < ow; ++ox) {
+            int32_t a = bias, b = bias;
+            const int16_t *q1 = q + pw, *q2 = q + 2 * pw;
+            a = ce_smlad(ce_rd32(q), k01_0, a);
+            a = ce_smlabb(q[2], k2_01, a);
+            if (s2) {
+                const int16_t *q3 = q2 + pw, *q4 = q3 + pw;
+                a = ce_smlad(ce_rd32(q1), k01_1, a);
+                a = ce_smlabt(q1[2], k2_01, a);
+                a = ce_smlad(ce_rd32(q2), k01_2, a);
+                a = ce_smlabb(q2[2], k2_2, a);
+                b = ce_smlad(ce_rd32(q2), k01_0, b);
+                b = ce_smlabb(q2[2], k2_01, b);
+                b = ce_smlad(ce_rd32(q3), k01_1, b);
+                b = ce_smlabt(q3[2], k2_01, b);
+                b = ce_smlad(ce_rd32(q4), k01_2, b);
+                b = ce_smlabb(q4[2], k2_2, b);
+            } else {
+                const int32_t w1 = ce_rd32(q1), w2 = ce_rd32(q2);
+                const int32_t h1 = q1[2], h2 = q2[2];
+                const int16_t *q3 = q2 + pw;
+                a = ce_smlad(w1, k01_1, a);
+                a = ce_smlabt(h1, k2_01, a);
+                a = ce_smlad(w2, k01_2, a);
+                a = ce_smlabb(h2, k2_2, a);
+                b = ce_smlad(w1, k01_0, b);
+                b = ce_smlabb(h1, k2_01, b);
+                b = ce_smlad(w2, k01_1, b);
+                b = ce_smlabt(h2, k2_01, b);
+                b = ce_smlad(ce_rd32(q3), k01_2, b);
+                b = ce_smlabb(q3[2], k2_2, b);
+            }
+            if (fold) {
+                ce_requant_pair_fold(a, b, mult, khi, shift, act_min, act_max, full, dst, dst + orow);
+            } else {
+                ce_requant_pair(a, b, mult, shift, out_off, act_min, act_max, dst, dst + orow);
+            }
+            q += sw;
+            dst += ch;
+        }
+    }
+    if (oy < oh) {
+        const int16_t *q = P + oy * rstep;
+        int8_t *dst = out + oy * orow + c;
+        for (ox = 0; ox < ow; ++ox) {
+            int32_t a = bias;
+            a = ce_smlad(ce_rd32(q), k01_0, a);
+            a = ce_smlabb(q[2], k2_01, a);
+            a = ce_smlad(ce_rd32(q + pw), k01_1, a);
+            a = ce_smlabt(q[pw + 2], k2_01, a);
+            a = ce_smlad(ce_rd32(q + 2 * pw), k01_2, a);
+            a = ce_smlabb(q[2 * pw + 2], k2_2, a);
+            *dst = fold ? ce_requant_fold(a, mult, khi, shift, act_min, act_max)
+                        : ce_requant(a, mult, shift, out_off, act_min, act_max);
+            q += sw;
+            dst += ch;
+        }
+    }
+}
+
+static CE_ALWAYS_INLINE void ce_dw3p_run(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch,
+                                         const int fold, const int full, const int s2)
+{
+    const int32_t ph = ce_dw3p_ph(p), pw = ce_dw3_pw(p);
+    const int32_t plane = ph * pw;
+    int32_t c, j;
+    for (j = 0; j < 4 * plane; ++j) {
+        scratch[j] = 0; /* the padding; the interior is overwritten by every group */
+    }
+    for (c = 0; c < p->in_c; c += 4) {
+        ce_dw3p_stage4(p, in, c, scratch, ph, pw);
+        for (j = 0; j < 4; ++j) {
+            ce_dw3p_channel(p, scratch + j * plane, c + j, out, fold, full, s2);
+        }
+    }
+}
+
+void ce_depthwise3x3_plane_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    const int full = p->act_min == -128 && p->act_max == 127;
+    if (p->stride_w == 2) {
+        if (p->rq_hi == NULL) {
+            ce_dw3p_run(p, in, out, scratch, 0, 0, 1);
+        } else if (full) {
+            ce_dw3p_run(p, in, out, scratch, 1, 1, 1);
+        } else {
+            ce_dw3p_run(p, in, out, scratch, 1, 0, 1);
+        }
+    } else if (p->rq_hi == NULL) {
+        ce_dw3p_run(p, in, out, scratch, 0, 0, 0);
+    } else if (full) {
+        ce_dw3p_run(p, in, out, scratch, 1, 1, 0);
+    } else {
+        ce_dw3p_run(p, in, out, scratch, 1, 0, 0);
+    }
+}
+
 /* ---- FULLY_CONNECTED -------------------------------------------------------------------------- */
 /* Weights laid out like CONV_2D's (rows padded to in_depth rounded up to 4, pair-interleaved). */
 

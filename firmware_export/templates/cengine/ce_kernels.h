@@ -125,6 +125,8 @@ int32_t ce_mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t sh
 void ce_conv2d_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_depthwise_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int8_t *scratch);
 void ce_depthwise3x3_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
+/* the same layer by channel planes (four int16 planes of ce_dw3p_ph x ce_dw3_pw values in scratch) */
+void ce_depthwise3x3_plane_s8(const ce_conv_params *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void ce_fully_connected_s8(const ce_fc_params *p, const int8_t *in, int8_t *out);
 /* CONV_2D whose whole output feeds one FULLY_CONNECTED (batch 1): out = the fully-connected outputs */
 void ce_conv2d_fc_s8(const ce_conv_params *cp, const ce_fc_params *fp, const int8_t *in, int8_t *out,
