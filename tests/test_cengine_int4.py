@@ -191,7 +191,7 @@ def test_int4_flash_and_speed_against_int8_on_cortex_m4(int4_models, tmp_path):
               for k in ("seed001_basic_cnn_int8", "seed001_basic_cnn"))
     assert f4 <= 0.55 * f8, (f4, f8)
     i8, i4 = (runs[k].instructions_per_inference for k in ("seed001_basic_cnn_int8", "seed001_basic_cnn"))
-    assert i8 < i4 <= 1.5 * i8, (i4, i8)
+    assert i8 < i4 <= 1.6 * i8, (i4, i8)
     assert runs["seed001_basic_cnn"].arena_bytes == runs["seed001_basic_cnn_int8"].arena_bytes  # no unpack buffer
     elf = next((tmp_path / "seed001_basic_cnn").glob("run0/build_m4/*.elf"))
     syms = build._run(["arm-none-eabi-nm", str(elf)], tmp_path, 60, "nm").stdout
