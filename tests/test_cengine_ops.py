@@ -378,7 +378,7 @@ def test_placement_macros_alignment_and_designated_initialisers(tmp_path):
     syms = {parts[-1]: (parts[-3], int(parts[0], 16)) for parts in (line.split() for line in table.splitlines())
             if len(parts) >= 5 and parts[-1].startswith(("ce_arena", f"{engine.name}_l"))}
     weights = {k: v for k, v in syms.items()
-               if k.endswith(("_weights", "_weights16", "_bias", "_mult", "_shift", "_rq_hi"))}
+               if k.endswith(("_weights", "_weights16", "_bias", "_mult", "_shift", "_rq"))}
     assert syms["ce_arena"][0] == ".ce_arena"
     assert len(weights) >= 4 * 10 and all(sec == ".ce_weights" for sec, _ in weights.values()), weights
     assert all(addr % 4 == 0 for _, addr in weights.values())  # word-aligned constant tables

@@ -155,8 +155,9 @@ class Builder:
 
     def per_channel(self, op, x: int, w: int, y: int, n: int) -> tuple[str, str, str]:
         """Requantisation constants of a conv / fully-connected layer: names of the multiplier and shift arrays and
-        of ``rq_hi`` (2^(-shift-2) + output zero point * 2^(-shift-1) per channel when every shift is in [-23, -2]:
-        the kernels' branch-free output stage, ``ce_fold_fast``; ``NULL`` otherwise)."""
+        of ``rq`` (per channel the triplet multiplier, 2^(-shift-2) + output zero point * 2^(-shift-1), -shift-1 when
+        every shift is in [-23, -2]: the kernels' branch-free output stage, ``ce_fold_rs``, loads one channel's
+        constants with one LDM; ``NULL`` otherwise)."""
         sx, _ = self.qparams(x)
         sy, _ = self.qparams(y)
         tw = self.t(w)
@@ -182,8 +183,9 @@ class Builder:
         self.consts.append(_array("int8_t", sn, shifts, 16))
         if all(-23 <= sh < -1 for sh in shifts):  # ce_fold_fast: the output zero point folded into the constant
             _, zy = self.qparams(y)
-            hn = self.const_name("rq_hi")
-            self.consts.append(_array("int32_t", hn, [(1 << (-sh - 2)) + zy * (1 << (-sh - 1)) for sh in shifts], 8))
+            hn = self.const_name("rq")
+            rq = [v for m, sh in zip(mults, shifts) for v in (m, (1 << (-sh - 2)) + zy * (1 << (-sh - 1)), -sh - 1)]
+            self.consts.append(_array("int32_t", hn, rq, 6))
         else:
             hn = "NULL"
         return mn, sn, hn

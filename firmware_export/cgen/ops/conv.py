@@ -181,7 +181,7 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     pn = bld.params("ce_conv_params", in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
                     stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_t=pad_t, pad_l=pad_l, depth_multiplier=dm,
                     inplace=inplace, wide=int(wide), in_offset=-zx, out_offset=zy, act_min=lo, act_max=hi,
-                    k_padded=kp, weights=wn, bias=bn, mult=mn, shift=sn, rq_hi=hn)
+                    k_padded=kp, weights=wn, bias=bn, mult=mn, shift=sn, rq=hn)
     macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
     sfx = "_w4" if w4 else ""
     if emit_only:

@@ -58,5 +58,5 @@ def params(bld, op) -> tuple[str, bool, int, int, int]:
     else:
         wn, wbytes = bld.weights(packing.interleave_rows(w2d)), n * k
     pn = bld.params("ce_fc_params", batches=batches, in_depth=k, out_depth=n, in_offset=-zx, out_offset=zy,
-                    act_min=lo, act_max=hi, weights=wn, bias=bn, mult=mn, shift=sn, rq_hi=hn)
+                    act_min=lo, act_max=hi, weights=wn, bias=bn, mult=mn, shift=sn, rq=hn)
     return pn, w4, batches, batches * n * k, wbytes + 4 * n

@@ -179,14 +179,19 @@ static inline void ce_requant_pair(int32_t acc0, int32_t acc1, int32_t mult, int
 /* ce_mbqm_fold without its branch: hi32(x*m + K) >> (r - 1), r = -shift, K's words 2^30 XOR [x<0]*2^31 and
  * khi - [x<0]. khi = 2^(r-2) gives ce_mbqm(x, m, shift); khi = 2^(r-2) + z * 2^(r-1) gives it plus z, exactly (a
  * multiple of 2^(r-1) added before the arithmetic shift), with no overflow for r <= 23, |z| <= 128. */
-static inline int32_t ce_fold_fast(int32_t x, int32_t mult, int32_t khi, int32_t shift)
+static inline int32_t ce_fold_rs(int32_t x, int32_t mult, int32_t khi, int32_t rs)
 {
     const int32_t sgn = x >> 31;
     const uint32_t lo = 0x40000000u ^ ((uint32_t)sgn << 31);
-    return ce_smlal_hi(x, mult, lo, khi + sgn) >> (-shift - 1);
+    return ce_smlal_hi(x, mult, lo, khi + sgn) >> rs;
 }
 
-/* The output stage of layers whose every shift is in [-23, -2] (the generator then sets rq_hi[c] =
+static inline int32_t ce_fold_fast(int32_t x, int32_t mult, int32_t khi, int32_t shift)
+{
+    return ce_fold_rs(x, mult, khi, -shift - 1);
+}
+
+/* The output stage of layers whose every shift is in [-23, -2] (the generator then sets rq[3c + 1] =
  * 2^(-shift-2) + output zero point * 2^(-shift-1): the offset is in the constant); two accumulators of one channel */
 static inline void ce_requant_pair_fold(int32_t acc0, int32_t acc1, int32_t mult, int32_t khi, int32_t shift,
                                         int32_t lo, int32_t hi, const int full, int8_t *dst0, int8_t *dst1)
@@ -611,9 +616,57 @@ static CE_NOINLINE void ce_conv_single(const ce_conv_params *p, const int32_t *c
     }
 }
 
+/* The output stage of channel pairs of two pixels (acc: per pair the accumulators channel 2j pixel A, pixel B,
+ * channel 2j+1 pixel A, pixel B; rq: the per-channel triplets {mult, khi, rs}), the activation range all of int8:
+ * per output AND, EOR, ADD, SMLAL, ASR, SSAT, STRB; one LDM per pair of accumulators' channel. */
+#if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
+void ce_requant_pairs_ssat(const int32_t *acc, const int32_t *rq, int8_t *o0, int8_t *o1, int32_t npairs);
+
+#define CE_ASM_RQ1(A, O)                                                                                        \
+    "and r11, " A ", #0x80000000\n\t"                                                                           \
+    "eor r11, r11, #0x40000000\n\t"                                                                             \
+    "add r12, r9, " A ", asr #31\n\t"                                                                           \
+    "smlal r11, r12, " A ", r8\n\t"                                                                             \
+    "asr r12, r12, r10\n\t"                                                                                     \
+    "ssat r12, #8, r12\n\t"                                                                                     \
+    "strb r12, [" O "], #1\n\t"
+
+__asm__(".pushsection .text.ce_requant_pairs_ssat,\"ax\",%progbits\n\t"
+        ".syntax unified\n\t"
+        ".thumb\n\t"
+        ".align 2\n\t"
+        ".global ce_requant_pairs_ssat\n\t"
+        ".type ce_requant_pairs_ssat, %function\n\t"
+        ".thumb_func\n"
+        "ce_requant_pairs_ssat:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "ldr lr, [sp, #36]\n"
+        "1:\n\t"
+        "ldmia r0!, {r4-r7}\n\t"
+        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ1("r4", "r2") CE_ASM_RQ1("r5", "r3")
+        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ1("r6", "r2") CE_ASM_RQ1("r7", "r3")
+        "subs lr, lr, #1\n\t"
+        "bne 1b\n\t"
+        "pop {r4-r11, pc}\n\t"
+        ".size ce_requant_pairs_ssat, . - ce_requant_pairs_ssat\n\t"
+        ".popsection\n");
+#else
+static void ce_requant_pairs_ssat(const int32_t *acc, const int32_t *rq, int8_t *o0, int8_t *o1, int32_t npairs)
+{
+    while (npairs-- > 0) {
+        *o0++ = (int8_t)ce_ssat8(ce_fold_rs(acc[0], rq[0], rq[1], rq[2]));
+        *o1++ = (int8_t)ce_ssat8(ce_fold_rs(acc[1], rq[0], rq[1], rq[2]));
+        *o0++ = (int8_t)ce_ssat8(ce_fold_rs(acc[2], rq[3], rq[4], rq[5]));
+        *o1++ = (int8_t)ce_ssat8(ce_fold_rs(acc[3], rq[3], rq[4], rq[5]));
+        acc += 4;
+        rq += 6;
+    }
+}
+#endif
+
 /* all pairs of output channels of two pixels (interleaved im2col columns at col); returns the first channel not
  * done (out_c rounded down to even). fold / full are constants at each call: the branch-free output stage when every
- * shift is below -1 (p->rq_hi set by the generator), SSAT when the activation range is all of int8. The dot
+ * shift is below -1 (p->rq set by the generator), SSAT when the activation range is all of int8. The dot
  * products of up to CE_PAIR_CHUNK channel pairs are computed in one call, then requantised. */
 #define CE_PAIR_CHUNK 16
 static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int32_t *col, int8_t *out0,
@@ -623,7 +676,7 @@ static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int
     const int32_t npairs = p->out_c >> 1;
     const int32_t pair_bytes = (p->wide ? 4 : 2) * p->k_padded;
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
-    const int32_t *mult = p->mult, *rq_hi = p->rq_hi;
+    const int32_t *mult = p->mult;
     const int8_t *shift = p->shift;
     int32_t acc[4 * CE_PAIR_CHUNK];
     int32_t j0;
@@ -635,24 +688,28 @@ static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int
         } else {
             ce_dot_pairs(w, col, groups, p->bias + 2 * j0, n, acc);
         }
-        {
+        if (fold && full) {
+            ce_requant_pairs_ssat(acc, p->rq + 6 * j0, out0 + 2 * j0, out1 + 2 * j0, n);
+        } else {
             /* pointers stepped per channel pair (no index arithmetic, no spills in the output stage) */
             const int32_t *a = acc, *a_end = acc + 4 * n;
-            const int32_t *m = mult + 2 * j0, *k = fold ? rq_hi + 2 * j0 : NULL;
+            const int32_t *m = mult + 2 * j0, *r = fold ? p->rq + 6 * j0 : NULL;
             const int8_t *sh = shift + 2 * j0;
             int8_t *o0 = out0 + 2 * j0, *o1 = out1 + 2 * j0;
             do {
                 if (fold) {
-                    ce_requant_pair_fold(a[0], a[1], m[0], k[0], sh[0], act_min, act_max, full, o0, o1);
-                    ce_requant_pair_fold(a[2], a[3], m[1], k[1], sh[1], act_min, act_max, full, o0 + 1, o1 + 1);
-                    k += 2;
+                    o0[0] = (int8_t)ce_clamp(ce_fold_rs(a[0], r[0], r[1], r[2]), act_min, act_max);
+                    o1[0] = (int8_t)ce_clamp(ce_fold_rs(a[1], r[0], r[1], r[2]), act_min, act_max);
+                    o0[1] = (int8_t)ce_clamp(ce_fold_rs(a[2], r[3], r[4], r[5]), act_min, act_max);
+                    o1[1] = (int8_t)ce_clamp(ce_fold_rs(a[3], r[3], r[4], r[5]), act_min, act_max);
+                    r += 6;
                 } else {
                     ce_requant_pair(a[0], a[1], m[0], sh[0], out_off, act_min, act_max, o0, o1);
                     ce_requant_pair(a[2], a[3], m[1], sh[1], out_off, act_min, act_max, o0 + 1, o1 + 1);
+                    m += 2;
+                    sh += 2;
                 }
                 a += 4;
-                m += 2;
-                sh += 2;
                 o0 += 2;
                 o1 += 2;
             } while (a != a_end);
@@ -684,11 +741,13 @@ static void ce_conv2d_range(const ce_conv_params *p, const int8_t *in, int8_t *o
     for (pix = pix0; pix < pix1; pix += 2) {
         int8_t *out0 = out + (pix - pix0) * oc_n;
         int32_t oc;
-        if (pix + 1 < pix1) {
-            int8_t *out1 = out0 + oc_n;
+        if (pix + 1 < pix1 || oc_n >= 8) {
+            /* a last odd pixel goes through the pair path as both pixels (out1 = out0: the same values twice) */
+            const int32_t pix_b = pix + 1 < pix1 ? pix + 1 : pix;
+            int8_t *out1 = out0 + (pix_b - pix) * oc_n;
             ce_im2col(p, in, pix, col, 4, st);
-            ce_im2col(p, in, pix + 1, col + 2, 4, st);
-            if (p->rq_hi == NULL) {
+            ce_im2col(p, in, pix_b, col + 2, 4, st);
+            if (p->rq == NULL) {
                 oc = ce_conv_pairs(p, col, out0, out1, 0, 0);
             } else if (act_min == -128 && act_max == 127) {
                 oc = ce_conv_pairs(p, col, out0, out1, 1, 1);
@@ -971,7 +1030,7 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
             k2_2 = p->weights[8 * ch + c];
         }
         const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
-        const int32_t khi = fold ? p->rq_hi[c] : 0;
+        const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
         int8_t *dst = dst_row + c;
         for (ox = 0; ox + 1 < ow; ox += 2) {
@@ -1027,7 +1086,7 @@ static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t
         const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
         const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
         const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
-        const int32_t khi = fold ? p->rq_hi[c] : 0;
+        const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
         int8_t *dst = dst_row + c;
         for (ox = 0; ox + 1 < ow; ox += 2) {
@@ -1094,20 +1153,20 @@ static CE_ALWAYS_INLINE void ce_dw3_run(const ce_conv_params *p, const int8_t *i
             ce_dw3_stage(p, in, scratch + (staged % 3) * slot_len, pw, staged - p->pad_t);
         }
         if (w4) { /* int4: stride 1 (generator), generic or branch-free output stage */
-            if (p->rq_hi == NULL) {
+            if (p->rq == NULL) {
                 ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0, 1);
             } else {
                 ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0, 1);
             }
         } else if (p->stride_w == 2) {
-            if (p->rq_hi == NULL) {
+            if (p->rq == NULL) {
                 ce_dw3s2_row(p, r0, r1, r2, dst_row, 0, 0);
             } else if (full) {
                 ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 1);
             } else {
                 ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 0);
             }
-        } else if (p->rq_hi == NULL) {
+        } else if (p->rq == NULL) {
             ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0, 0);
         } else if (full) {
             ce_dw3_row(p, r0, r1, r2, dst_row, 1, 1, 0);
@@ -1169,7 +1228,7 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
     const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
     const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
     const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
-    const int32_t khi = fold ? p->rq_hi[c] : 0;
+    const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
     int32_t oy, ox;
     for (oy = 0; oy + 1 < oh; oy += 2) {
         const int16_t *q = P + oy * rstep;
@@ -1255,14 +1314,14 @@ void ce_depthwise3x3_plane_s8(const ce_conv_params *p, const int8_t *in, int8_t 
 {
     const int full = p->act_min == -128 && p->act_max == 127;
     if (p->stride_w == 2) {
-        if (p->rq_hi == NULL) {
+        if (p->rq == NULL) {
             ce_dw3p_run(p, in, out, scratch, 0, 0, 1);
         } else if (full) {
             ce_dw3p_run(p, in, out, scratch, 1, 1, 1);
         } else {
             ce_dw3p_run(p, in, out, scratch, 1, 0, 1);
         }
-    } else if (p->rq_hi == NULL) {
+    } else if (p->rq == NULL) {
         ce_dw3p_run(p, in, out, scratch, 0, 0, 0);
     } else if (full) {
         ce_dw3p_run(p, in, out, scratch, 1, 1, 0);
@@ -1526,10 +1585,10 @@ void ce_conv2d_s8_w4(const ce_conv_params *p, const int8_t *in, int8_t *out, int
                     acc[2] += s[2] >> 4;
                     acc[3] += s[3] >> 4;
                 }
-                if (p->rq_hi != NULL) {
-                    ce_requant_pair_fold(acc[0], acc[1], mult[oc], p->rq_hi[oc], shift[oc], act_min,
+                if (p->rq != NULL) {
+                    ce_requant_pair_fold(acc[0], acc[1], mult[oc], p->rq[3 * oc + 1], shift[oc], act_min,
                                          act_max, 0, out0 + oc, out1 + oc);
-                    ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], p->rq_hi[oc + 1], shift[oc + 1],
+                    ce_requant_pair_fold(acc[2], acc[3], mult[oc + 1], p->rq[3 * oc + 4], shift[oc + 1],
                                          act_min, act_max, 0, out0 + oc + 1, out1 + oc + 1);
                 } else {
                     ce_requant_pair(acc[0], acc[1], mult[oc], shift[oc], out_off, act_min, act_max, out0 + oc,
@@ -1764,7 +1823,37 @@ void ce_avgpool_s8(const ce_pool_params *p, const int8_t *in, int8_t *out)
             const int32_t fy1 = (p->in_h - iy0) < p->f_h ? (p->in_h - iy0) : p->f_h;
             const int32_t fx1 = (p->in_w - ix0) < p->f_w ? (p->in_w - ix0) : p->f_w;
             const int32_t count = (fy1 - fy0) * (fx1 - fx0);
-            for (c = 0; c < p->ch; ++c) {
+            c = 0;
+            if ((p->ch & 3) == 0 && count <= 255) {
+                /* four channels per word, summed in int16 lanes (|sum| <= 255 * 128 fits) */
+                for (; c < p->ch; c += 4) {
+                    int32_t s02 = 0, s13 = 0, j;
+                    int32_t sum[4];
+                    for (fy = fy0; fy < fy1; ++fy) {
+                        const int8_t *src = in + ((iy0 + fy) * p->in_w + ix0 + fx0) * p->ch + c;
+                        for (fx = fx0; fx < fx1; ++fx) {
+                            const int32_t v = ce_rd32(src);
+                            s02 = ce_sxtab16(s02, v);
+                            s13 = ce_sxtab16_ror8(s13, v);
+                            src += p->ch;
+                        }
+                    }
+                    sum[0] = (int16_t)(uint16_t)((uint32_t)s02 & 0xFFFFu);
+                    sum[1] = (int16_t)(uint16_t)((uint32_t)s13 & 0xFFFFu);
+                    sum[2] = (int16_t)(uint16_t)((uint32_t)s02 >> 16);
+                    sum[3] = (int16_t)(uint16_t)((uint32_t)s13 >> 16);
+                    for (j = 0; j < 4; ++j) {
+                        int32_t acc = sum[j];
+                        if (count > 0) {
+                            acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                        }
+                        acc = acc < p->act_min ? p->act_min : acc;
+                        acc = acc > p->act_max ? p->act_max : acc;
+                        out[(oy * p->out_w + ox) * p->ch + c + j] = (int8_t)acc;
+                    }
+                }
+            }
+            for (; c < p->ch; ++c) {
                 int32_t acc = 0;
                 for (fy = fy0; fy < fy1; ++fy) {
                     const int8_t *src = in + ((iy0 + fy) * p->in_w + ix0) * p->ch + c;

@@ -51,7 +51,8 @@ typedef struct {
     const int32_t *bias;    /* [out_c] */
     const int32_t *mult;    /* [out_c] */
     const int8_t *shift;    /* [out_c] */
-    const int32_t *rq_hi;   /* [out_c] 2^(-shift-2) + out_offset * 2^(-shift-1) if every shift in [-23, -2], else NULL */
+    const int32_t *rq;      /* [out_c][3] {mult, 2^(-shift-2) + out_offset * 2^(-shift-1), -shift-1} if every shift
+                             * is in [-23, -2], else NULL */
 } ce_conv_params;
 
 typedef struct {
@@ -61,7 +62,7 @@ typedef struct {
     const int32_t *bias;    /* [out_depth] */
     const int32_t *mult;    /* [out_depth] */
     const int8_t *shift;    /* [out_depth] */
-    const int32_t *rq_hi;   /* [out_depth] as ce_conv_params.rq_hi */
+    const int32_t *rq;      /* [out_depth][3] as ce_conv_params.rq */
 } ce_fc_params;
 
 typedef struct {
