@@ -1216,6 +1216,181 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
     }
 }
 
+/* Stride 1, every shift in [-23, -2], activation range all of int8: the 2 x 2 output tiles of one channel plane,
+ * rows 2j, 2j + 1 and columns 2i, 2i + 1 (j < nrp, i < ntiles). Per plane row the words (x0, x1) and (x2, x3):
+ * column 2i takes SMLAD on (x0, x1) and x2 from the bottom half; column 2i + 1 takes (x1, x2) as one PKHTB word with
+ * SMLADX and x3 from the top half. The remaining column (odd out_w) and row (odd out_h) are left to the caller. */
+typedef struct {
+    int32_t k[5];            /* k01_0, k01_1, k01_2, k2_01, k2_2 (as in ce_dw3p_channel) */
+    int32_t mult, khi, rs;   /* output stage (ce_fold_rs) */
+    int32_t bias;
+    int32_t pwb, ch, orow;   /* bytes per plane row, output bytes per pixel and per output row */
+    int32_t tile_bytes, nrp; /* 4 * ntiles: plane bytes per row of tiles; rows of tiles */
+    int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - 2 * ch * ntiles */
+} ce_dw3p_tile_args;
+
+#if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
+/* r0 plane pointer, r1 plane row bytes, r2..r5 the tile's accumulators (row a col A, row a col B, row b col A,
+ * row b col B), r6..r10 the weights, r11, r12, lr scratch. Frame: [sp] weights, [sp+20] mult, khi, rs, output
+ * pointer, ch, orow (one LDM), [sp+44] bias, [sp+48] end of the tile row, [sp+52] args, [sp+56] rows of tiles left. */
+void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a);
+
+#define CE_ASM_RQ(A)                                                                                            \
+    "and r11, " A ", #0x80000000\n\t"                                                                           \
+    "eor r11, r11, #0x40000000\n\t"                                                                             \
+    "add r12, r7, " A ", asr #31\n\t"                                                                           \
+    "smlal r11, r12, " A ", r6\n\t"                                                                             \
+    "asr r12, r12, r8\n\t"                                                                                      \
+    "ssat r12, #8, r12\n\t"
+
+__asm__(".pushsection .text.ce_dw3p_tiles,\"ax\",%progbits\n\t"
+        ".syntax unified\n\t"
+        ".thumb\n\t"
+        ".align 2\n\t"
+        ".global ce_dw3p_tiles\n\t"
+        ".type ce_dw3p_tiles, %function\n\t"
+        ".thumb_func\n"
+        "ce_dw3p_tiles:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "sub sp, sp, #60\n\t"
+        "ldm r2, {r3-r11}\n\t" /* k[5], mult, khi, rs, bias */
+        "stm sp, {r3-r10}\n\t"
+        "str r11, [sp, #44]\n\t"
+        "str r1, [sp, #32]\n\t"
+        "ldr r3, [r2, #40]\n\t"
+        "str r3, [sp, #36]\n\t"
+        "ldr r3, [r2, #44]\n\t"
+        "str r3, [sp, #40]\n\t"
+        "str r2, [sp, #52]\n\t"
+        "ldr r3, [r2, #52]\n\t"
+        "str r3, [sp, #56]\n\t"
+        "ldr r1, [r2, #36]\n"
+        "1:\n\t"
+        "ldr r12, [sp, #52]\n\t"
+        "ldr r12, [r12, #48]\n\t"
+        "add r12, r0, r12\n\t"
+        "str r12, [sp, #48]\n"
+        "2:\n\t"
+        "ldmia sp, {r6-r10}\n\t"
+        "ldr lr, [sp, #44]\n\t"
+        /* plane row 0: output row a */
+        "ldr r11, [r0]\n\t"
+        "ldr r12, [r0, #4]\n\t"
+        "smlad r2, r11, r6, lr\n\t"
+        "smlabb r2, r12, r9, r2\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r3, r11, r6, lr\n\t"
+        "smlatb r3, r12, r9, r3\n\t"
+        /* plane row 1: a (weights row 1), b (weights row 0) */
+        "ldr r11, [r0, r1]\n\t"
+        "add r12, r0, #4\n\t"
+        "ldr r12, [r12, r1]\n\t"
+        "smlad r2, r11, r7, r2\n\t"
+        "smlabt r2, r12, r9, r2\n\t"
+        "smlad r4, r11, r6, lr\n\t"
+        "smlabb r4, r12, r9, r4\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r3, r11, r7, r3\n\t"
+        "smlatt r3, r12, r9, r3\n\t"
+        "smladx r5, r11, r6, lr\n\t"
+        "smlatb r5, r12, r9, r5\n\t"
+        /* plane row 2: a (weights row 2), b (weights row 1) */
+        "ldr r11, [r0, r1, lsl #1]\n\t"
+        "add r12, r0, #4\n\t"
+        "ldr r12, [r12, r1, lsl #1]\n\t"
+        "smlad r2, r11, r8, r2\n\t"
+        "smlabb r2, r12, r10, r2\n\t"
+        "smlad r4, r11, r7, r4\n\t"
+        "smlabt r4, r12, r9, r4\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r3, r11, r8, r3\n\t"
+        "smlatb r3, r12, r10, r3\n\t"
+        "smladx r5, r11, r7, r5\n\t"
+        "smlatt r5, r12, r9, r5\n\t"
+        /* plane row 3: b (weights row 2) */
+        "add lr, r1, r1, lsl #1\n\t"
+        "ldr r11, [r0, lr]\n\t"
+        "add lr, lr, #4\n\t"
+        "ldr r12, [r0, lr]\n\t"
+        "smlad r4, r11, r8, r4\n\t"
+        "smlabb r4, r12, r10, r4\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r5, r11, r8, r5\n\t"
+        "smlatb r5, r12, r10, r5\n\t"
+        /* output stage: r6 mult, r7 khi, r8 rs, r9 output, r10 ch, lr orow */
+        "add r11, sp, #20\n\t"
+        "ldm r11, {r6-r10, lr}\n\t"
+        CE_ASM_RQ("r2") "strb r12, [r9]\n\t"
+        CE_ASM_RQ("r3") "strb r12, [r9, r10]\n\t"
+        "add lr, r9, lr\n\t"
+        CE_ASM_RQ("r4") "strb r12, [lr]\n\t"
+        CE_ASM_RQ("r5") "strb r12, [lr, r10]\n\t"
+        "add r9, r9, r10, lsl #1\n\t"
+        "str r9, [sp, #32]\n\t"
+        "add r0, r0, #4\n\t"
+        "ldr r11, [sp, #48]\n\t"
+        "cmp r0, r11\n\t"
+        "bne 2b\n\t"
+        /* next row of tiles */
+        "ldr r12, [sp, #52]\n\t"
+        "ldr r11, [r12, #56]\n\t"
+        "add r0, r0, r11\n\t"
+        "ldr r11, [r12, #60]\n\t"
+        "ldr r9, [sp, #32]\n\t"
+        "add r9, r9, r11\n\t"
+        "str r9, [sp, #32]\n\t"
+        "ldr r11, [sp, #56]\n\t"
+        "subs r11, r11, #1\n\t"
+        "str r11, [sp, #56]\n\t"
+        "bne 1b\n\t"
+        "add sp, sp, #60\n\t"
+        "pop {r4-r11, pc}\n\t"
+        ".size ce_dw3p_tiles, . - ce_dw3p_tiles\n\t"
+        ".popsection\n");
+#else
+static inline int32_t ce_pkhtb(int32_t a, int32_t b)
+{
+    return (int32_t)(((uint32_t)a & 0xFFFF0000u) | ((uint32_t)b & 0xFFFFu));
+}
+
+/* SMLADX: a's halves times b's crossed halves */
+static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc)
+{
+    return ce_smlatb(a, b, ce_smlabt(a, b, acc));
+}
+
+static void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a)
+{
+    const int32_t pw = a->pwb >> 1, ntiles = a->tile_bytes >> 2;
+    const int32_t k01_0 = a->k[0], k01_1 = a->k[1], k01_2 = a->k[2], k2_01 = a->k[3], k2_2 = a->k[4];
+    int32_t j, i, r, t[4];
+    for (j = 0; j < a->nrp; ++j) {
+        for (i = 0; i < ntiles; ++i) {
+            const int16_t *q1 = q + pw, *q2 = q1 + pw, *q3 = q2 + pw;
+            const int32_t u0 = ce_rd32(q), v0 = ce_rd32(q + 2), u1 = ce_rd32(q1), v1 = ce_rd32(q1 + 2);
+            const int32_t u2 = ce_rd32(q2), v2 = ce_rd32(q2 + 2), u3 = ce_rd32(q3), v3 = ce_rd32(q3 + 2);
+            const int32_t d0 = ce_pkhtb(u0, v0), d1 = ce_pkhtb(u1, v1);
+            const int32_t d2 = ce_pkhtb(u2, v2), d3 = ce_pkhtb(u3, v3);
+            t[0] = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01, ce_smlad(u1, k01_1,
+                   ce_smlabb(v0, k2_01, ce_smlad(u0, k01_0, a->bias))))));
+            t[1] = ce_smlatb(v2, k2_2, ce_smladx(d2, k01_2, ce_smlatt(v1, k2_01, ce_smladx(d1, k01_1,
+                   ce_smlatb(v0, k2_01, ce_smladx(d0, k01_0, a->bias))))));
+            t[2] = ce_smlabb(v3, k2_2, ce_smlad(u3, k01_2, ce_smlabt(v2, k2_01, ce_smlad(u2, k01_1,
+                   ce_smlabb(v1, k2_01, ce_smlad(u1, k01_0, a->bias))))));
+            t[3] = ce_smlatb(v3, k2_2, ce_smladx(d3, k01_2, ce_smlatt(v2, k2_01, ce_smladx(d2, k01_1,
+                   ce_smlatb(v1, k2_01, ce_smladx(d1, k01_0, a->bias))))));
+            for (r = 0; r < 4; ++r) {
+                dst[(r & 1) * a->ch + (r >> 1) * a->orow] = (int8_t)ce_ssat8(ce_fold_rs(t[r], a->mult, a->khi, a->rs));
+            }
+            q += 2;
+            dst += 2 * a->ch;
+        }
+        q += a->q_step >> 1;
+        dst += a->o_step;
+    }
+}
+#endif
+
 static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int16_t *P, int32_t c, int8_t *out,
                                              const int fold, const int full, const int s2)
 {
@@ -1229,11 +1404,33 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
     const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
     const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
     const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
-    int32_t oy, ox;
+    int32_t oy, ox, ox0 = 0;
+    if (!s2 && fold && full && oh >= 2 && ow >= 2) {
+        /* the 2 x 2 tiles, then the last column (odd out_w) below; the last row (odd out_h) after the loop */
+        ce_dw3p_tile_args a;
+        a.k[0] = k01_0;
+        a.k[1] = k01_1;
+        a.k[2] = k01_2;
+        a.k[3] = k2_01;
+        a.k[4] = k2_2;
+        a.mult = mult;
+        a.khi = khi;
+        a.rs = -shift - 1;
+        a.bias = bias;
+        a.pwb = 2 * pw;
+        a.ch = ch;
+        a.orow = orow;
+        a.tile_bytes = 4 * (ow >> 1);
+        a.nrp = oh >> 1;
+        a.q_step = 2 * a.pwb - a.tile_bytes;
+        a.o_step = 2 * orow - 2 * ch * (ow >> 1);
+        ce_dw3p_tiles(P, out + c, &a);
+        ox0 = ow & ~1;
+    }
     for (oy = 0; oy + 1 < oh; oy += 2) {
-        const int16_t *q = P + oy * rstep;
-        int8_t *dst = out + oy * orow + c;
-        for (ox = 0; ox < ow; ++ox) {
+        const int16_t *q = P + oy * rstep + ox0 * sw;
+        int8_t *dst = out + oy * orow + c + ox0 * ch;
+        for (ox = ox0; ox < ow; ++ox) {
             int32_t a = bias, b = bias;
             const int16_t *q1 = q + pw, *q2 = q + 2 * pw;
             a = ce_smlad(ce_rd32(q), k01_0, a);
