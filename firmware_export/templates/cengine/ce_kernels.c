@@ -355,6 +355,12 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     const int32_t iy0 = oy * p->stride_h - p->pad_t;
     const int32_t ix0 = ox * p->stride_w - p->pad_l;
     int32_t ky, kx;
+    if ((ic & 3) == 0 && p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 && p->pad_l == 0) {
+        /* 1 x 1 without padding: the column is the input pixel */
+        ce_widen_run(ce_in_row(p, in, st, iy0) + ix0 * ic, ic >> 2, ce_pack16(p->in_offset, p->in_offset), col,
+                     gstride);
+        return;
+    }
     if ((ic & 3) == 0) {
         const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
         int32_t *dst = col;
@@ -435,8 +441,8 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
  * bytes per group and pair). One call covers many channel pairs, so the loop setup is paid once per column. */
 #if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
 /* Out-of-line Thumb-2 assembly (1 MAC per instruction on int16 weights): r0 weights, r1 column, r2..r5 the four
- * accumulators, r6..r9 a group of the two columns, r10..r12, lr a group of the two weight rows; the 8-group body is
- * entered through a TBB table at group (-groups) & 7 so that any group count runs whole bodies afterwards. Stack
+ * accumulators, r6..r9 a group of the two columns, r10..r12, lr a group of the two weight rows; the 16-group body
+ * is entered through a TBH table at group (-groups) & 15 so that any group count runs whole bodies afterwards. Stack
  * locals: [sp] column, [sp+4] column end, [sp+8] next bias, [sp+12] entry index, [sp+16] pairs left, [sp+20] next
  * acc; the stack arguments (pairs, acc) are at [sp+64] and [sp+68] after the 36-byte push and the 28-byte frame. */
 void ce_dot_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
@@ -477,7 +483,7 @@ void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const i
             "str r12, [sp, #4]\n\t"                                                                             \
             "str r3, [sp, #8]\n\t"                                                                              \
             "rsb r12, r2, #0\n\t"                                                                               \
-            "and r12, r12, #7\n\t"                                                                              \
+            "and r12, r12, #15\n\t"                                                                             \
             "str r12, [sp, #12]\n\t"                                                                            \
             "ldr r12, [sp, #64]\n\t"                                                                            \
             "str r12, [sp, #16]\n\t"                                                                            \
@@ -491,13 +497,16 @@ void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const i
             "mov r3, r2\n\t"                                                                                    \
             "mov r5, r4\n\t"                                                                                    \
             "ldr lr, [sp, #12]\n\t"                                                                             \
-            "tbb [pc, lr]\n"                                                                                    \
+            "tbh [pc, lr, lsl #1]\n"                                                                            \
             "2:\n\t"                                                                                            \
-            ".byte (10f - 2b) / 2, (11f - 2b) / 2, (12f - 2b) / 2, (13f - 2b) / 2\n\t"                          \
-            ".byte (14f - 2b) / 2, (15f - 2b) / 2, (16f - 2b) / 2, (17f - 2b) / 2\n\t"                          \
-            ".align 1\n"                                                                                        \
+            ".hword (10f - 2b) / 2, (11f - 2b) / 2, (12f - 2b) / 2, (13f - 2b) / 2\n\t"                         \
+            ".hword (14f - 2b) / 2, (15f - 2b) / 2, (16f - 2b) / 2, (17f - 2b) / 2\n\t"                         \
+            ".hword (18f - 2b) / 2, (19f - 2b) / 2, (20f - 2b) / 2, (21f - 2b) / 2\n\t"                         \
+            ".hword (22f - 2b) / 2, (23f - 2b) / 2, (24f - 2b) / 2, (25f - 2b) / 2\n"                           \
             "10:\n\t" GROUP "11:\n\t" GROUP "12:\n\t" GROUP "13:\n\t" GROUP                                     \
             "14:\n\t" GROUP "15:\n\t" GROUP "16:\n\t" GROUP "17:\n\t" GROUP                                     \
+            "18:\n\t" GROUP "19:\n\t" GROUP "20:\n\t" GROUP "21:\n\t" GROUP                                     \
+            "22:\n\t" GROUP "23:\n\t" GROUP "24:\n\t" GROUP "25:\n\t" GROUP                                     \
             "ldr lr, [sp, #4]\n\t"                                                                              \
             "cmp r1, lr\n\t"                                                                                    \
             "bne 10b\n\t"                                                                                       \
@@ -1199,10 +1208,13 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
     const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
     const int32_t y1 = p->in_h < ph - p->pad_t ? p->in_h : ph - p->pad_t;
     const int32_t x1 = p->in_w < pw - p->pad_l ? p->in_w : pw - p->pad_l;
+    const int32_t src_row = p->in_w * ch;
+    const int8_t *src0 = in + c;
+    int16_t *d0 = planes + p->pad_t * pw + p->pad_l;
     int32_t iy, ix;
     for (iy = 0; iy < y1; ++iy) {
-        const int8_t *src = in + iy * p->in_w * ch + c;
-        int16_t *dst = planes + (iy + p->pad_t) * pw + p->pad_l;
+        const int8_t *src = src0;
+        int16_t *dst = d0;
         for (ix = 0; ix < x1; ++ix) {
             const int32_t v = ce_rd32(src);
             const int32_t x02 = ce_sxtab16(off2, v), x13 = ce_sxtab16_ror8(off2, v);
@@ -1213,6 +1225,8 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
             dst[3 * plane] = (int16_t)(x13 >> 16);
             ++dst;
         }
+        src0 += src_row;
+        d0 += pw;
     }
 }
 
@@ -1496,9 +1510,7 @@ static CE_ALWAYS_INLINE void ce_dw3p_run(const ce_conv_params *p, const int8_t *
     const int32_t ph = ce_dw3p_ph(p), pw = ce_dw3_pw(p);
     const int32_t plane = ph * pw;
     int32_t c, j;
-    for (j = 0; j < 4 * plane; ++j) {
-        scratch[j] = 0; /* the padding; the interior is overwritten by every group */
-    }
+    memset(scratch, 0, (size_t)(8 * plane)); /* the padding; the interior is overwritten by every group */
     for (c = 0; c < p->in_c; c += 4) {
         ce_dw3p_stage4(p, in, c, scratch, ph, pw);
         for (j = 0; j < 4; ++j) {
