@@ -1233,14 +1233,16 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
 /* Stride 1, every shift in [-23, -2], activation range all of int8: the 2 x 2 output tiles of one channel plane,
  * rows 2j, 2j + 1 and columns 2i, 2i + 1 (j < nrp, i < ntiles). Per plane row the words (x0, x1) and (x2, x3):
  * column 2i takes SMLAD on (x0, x1) and x2 from the bottom half; column 2i + 1 takes (x1, x2) as one PKHTB word with
- * SMLADX and x3 from the top half. The remaining column (odd out_w) and row (odd out_h) are left to the caller. */
+ * SMLADX and x3 from the top half; with odd set, the last column as the A column of a tile. The last row (odd
+ * out_h) is left to the caller. */
 typedef struct {
     int32_t k[5];            /* k01_0, k01_1, k01_2, k2_01, k2_2 (as in ce_dw3p_channel) */
     int32_t mult, khi, rs;   /* output stage (ce_fold_rs) */
     int32_t bias;
     int32_t pwb, ch, orow;   /* bytes per plane row, output bytes per pixel and per output row */
     int32_t tile_bytes, nrp; /* 4 * ntiles: plane bytes per row of tiles; rows of tiles */
-    int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - 2 * ch * ntiles */
+    int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - (2 * ntiles + odd) * ch */
+    int32_t odd;             /* out_w odd: the last column of each row of tiles (column A of a tile) too */
 } ce_dw3p_tile_args;
 
 #if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
@@ -1345,6 +1347,45 @@ __asm__(".pushsection .text.ce_dw3p_tiles,\"ax\",%progbits\n\t"
         "ldr r11, [sp, #48]\n\t"
         "cmp r0, r11\n\t"
         "bne 2b\n\t"
+        /* odd out_w: the last column (rows a, b) */
+        "ldr r12, [sp, #52]\n\t"
+        "ldr r11, [r12, #64]\n\t"
+        "cmp r11, #0\n\t"
+        "beq 3f\n\t"
+        "ldmia sp, {r6-r10}\n\t"
+        "ldr lr, [sp, #44]\n\t"
+        "ldr r11, [r0]\n\t"
+        "ldr r12, [r0, #4]\n\t"
+        "smlad r2, r11, r6, lr\n\t"
+        "smlabb r2, r12, r9, r2\n\t"
+        "ldr r11, [r0, r1]\n\t"
+        "add r12, r0, #4\n\t"
+        "ldr r12, [r12, r1]\n\t"
+        "smlad r2, r11, r7, r2\n\t"
+        "smlabt r2, r12, r9, r2\n\t"
+        "smlad r4, r11, r6, lr\n\t"
+        "smlabb r4, r12, r9, r4\n\t"
+        "ldr r11, [r0, r1, lsl #1]\n\t"
+        "add r12, r0, #4\n\t"
+        "ldr r12, [r12, r1, lsl #1]\n\t"
+        "smlad r2, r11, r8, r2\n\t"
+        "smlabb r2, r12, r10, r2\n\t"
+        "smlad r4, r11, r7, r4\n\t"
+        "smlabt r4, r12, r9, r4\n\t"
+        "add lr, r1, r1, lsl #1\n\t"
+        "ldr r11, [r0, lr]\n\t"
+        "add lr, lr, #4\n\t"
+        "ldr r12, [r0, lr]\n\t"
+        "smlad r4, r11, r8, r4\n\t"
+        "smlabb r4, r12, r10, r4\n\t"
+        "add r11, sp, #20\n\t"
+        "ldm r11, {r6-r10, lr}\n\t"
+        CE_ASM_RQ("r2") "strb r12, [r9]\n\t"
+        "add lr, r9, lr\n\t"
+        CE_ASM_RQ("r4") "strb r12, [lr]\n\t"
+        "add r9, r9, r10\n\t"
+        "str r9, [sp, #32]\n"
+        "3:\n\t"
         /* next row of tiles */
         "ldr r12, [sp, #52]\n\t"
         "ldr r11, [r12, #56]\n\t"
@@ -1399,6 +1440,17 @@ static void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args
             q += 2;
             dst += 2 * a->ch;
         }
+        if (a->odd) {
+            const int16_t *q1 = q + pw, *q2 = q1 + pw, *q3 = q2 + pw;
+            const int32_t u1 = ce_rd32(q1), v1 = ce_rd32(q1 + 2), u2 = ce_rd32(q2), v2 = ce_rd32(q2 + 2);
+            t[0] = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01, ce_smlad(u1, k01_1,
+                   ce_smlabb(ce_rd32(q + 2), k2_01, ce_smlad(ce_rd32(q), k01_0, a->bias))))));
+            t[2] = ce_smlabb(ce_rd32(q3 + 2), k2_2, ce_smlad(ce_rd32(q3), k01_2, ce_smlabt(v2, k2_01,
+                   ce_smlad(u2, k01_1, ce_smlabb(v1, k2_01, ce_smlad(u1, k01_0, a->bias))))));
+            dst[0] = (int8_t)ce_ssat8(ce_fold_rs(t[0], a->mult, a->khi, a->rs));
+            dst[a->orow] = (int8_t)ce_ssat8(ce_fold_rs(t[2], a->mult, a->khi, a->rs));
+            dst += a->ch;
+        }
         q += a->q_step >> 1;
         dst += a->o_step;
     }
@@ -1418,7 +1470,7 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
     const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
     const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
     const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
-    int32_t oy, ox, ox0 = 0;
+    int32_t oy = 0, ox;
     if (!s2 && fold && full && oh >= 2 && ow >= 2) {
         /* the 2 x 2 tiles, then the last column (odd out_w) below; the last row (odd out_h) after the loop */
         ce_dw3p_tile_args a;
@@ -1437,14 +1489,15 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
         a.tile_bytes = 4 * (ow >> 1);
         a.nrp = oh >> 1;
         a.q_step = 2 * a.pwb - a.tile_bytes;
-        a.o_step = 2 * orow - 2 * ch * (ow >> 1);
+        a.o_step = 2 * orow - ch * ow;
+        a.odd = ow & 1;
         ce_dw3p_tiles(P, out + c, &a);
-        ox0 = ow & ~1;
+        oy = oh & ~1;
     }
-    for (oy = 0; oy + 1 < oh; oy += 2) {
-        const int16_t *q = P + oy * rstep + ox0 * sw;
-        int8_t *dst = out + oy * orow + c + ox0 * ch;
-        for (ox = ox0; ox < ow; ++ox) {
+    for (; oy + 1 < oh; oy += 2) {
+        const int16_t *q = P + oy * rstep;
+        int8_t *dst = out + oy * orow + c;
+        for (ox = 0; ox < ow; ++ox) {
             int32_t a = bias, b = bias;
             const int16_t *q1 = q + pw, *q2 = q + 2 * pw;
             a = ce_smlad(ce_rd32(q), k01_0, a);
