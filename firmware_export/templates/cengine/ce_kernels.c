@@ -397,10 +397,22 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
         if (rows != NULL) {
             const int32_t prow = oy * p->stride_h;
             const int32_t xoff = ox * p->stride_w * ic;
+            int32_t slot = prow % rows->slots;
             ce_rows_upto(p, in, rows, prow + (p->k_h - 1) * p->dil_h);
             for (ky = 0; ky < p->k_h; ++ky) {
-                const int8_t *src = rows->ring + ((prow + ky * p->dil_h) % rows->slots) * rows->wp + xoff;
-                dst = ce_widen_run(src, rowp >> 2, off2, dst, gstride);
+                const int8_t *src = rows->ring + slot * rows->wp + xoff;
+                if (rowp == 4) {
+                    const int32_t v = ce_rd32(src);
+                    dst[0] = ce_sxtab16(off2, v);
+                    dst[1] = ce_sxtab16_ror8(off2, v);
+                    dst += gstride;
+                } else {
+                    dst = ce_widen_run(src, rowp >> 2, off2, dst, gstride);
+                }
+                slot += p->dil_h;
+                if (slot >= rows->slots) {
+                    slot -= rows->slots;
+                }
             }
             return;
         }
@@ -677,7 +689,7 @@ static void ce_requant_pairs_ssat(const int32_t *acc, const int32_t *rq, int8_t 
  * done (out_c rounded down to even). fold / full are constants at each call: the branch-free output stage when every
  * shift is below -1 (p->rq set by the generator), SSAT when the activation range is all of int8. The dot
  * products of up to CE_PAIR_CHUNK channel pairs are computed in one call, then requantised. */
-#define CE_PAIR_CHUNK 16
+#define CE_PAIR_CHUNK 32
 static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int32_t *col, int8_t *out0,
                                               int8_t *out1, const int fold, const int full)
 {
