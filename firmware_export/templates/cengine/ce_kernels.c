@@ -26,6 +26,14 @@ static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return __sm
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return __smlatt(a, b, acc); }
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return __smlatb(a, b, acc); }
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return __smlabt(a, b, acc); }
+static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc) { return __smladx(a, b, acc); }
+/* the top half of a, the bottom half of b */
+static inline int32_t ce_pkhtb(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhtb %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 /* GCC's __ssat expansion converts through unsigned int internally (-Wsign-conversion inside the macro) */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -73,6 +81,11 @@ static inline int32_t ce_smlabb(int32_t a, int32_t b, int32_t acc) { return acc 
 static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_hi16(b); }
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_lo16(b); }
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_hi16(b); }
+static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc) { return ce_smlatb(a, b, ce_smlabt(a, b, acc)); }
+static inline int32_t ce_pkhtb(int32_t a, int32_t b)
+{
+    return (int32_t)(((uint32_t)a & 0xFFFF0000u) | ((uint32_t)b & 0xFFFFu));
+}
 static inline int32_t ce_ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
 static inline int32_t ce_smlal_hi(int32_t x, int32_t m, uint32_t lo, int32_t hi)
 {
@@ -1415,17 +1428,6 @@ __asm__(".pushsection .text.ce_dw3p_tiles,\"ax\",%progbits\n\t"
         ".size ce_dw3p_tiles, . - ce_dw3p_tiles\n\t"
         ".popsection\n");
 #else
-static inline int32_t ce_pkhtb(int32_t a, int32_t b)
-{
-    return (int32_t)(((uint32_t)a & 0xFFFF0000u) | ((uint32_t)b & 0xFFFFu));
-}
-
-/* SMLADX: a's halves times b's crossed halves */
-static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc)
-{
-    return ce_smlatb(a, b, ce_smlabt(a, b, acc));
-}
-
 static void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a)
 {
     const int32_t pw = a->pwb >> 1, ntiles = a->tile_bytes >> 2;
@@ -1553,7 +1555,26 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
     if (oy < oh) {
         const int16_t *q = P + oy * rstep;
         int8_t *dst = out + oy * orow + c;
-        for (ox = 0; ox < ow; ++ox) {
+        ox = 0;
+        if (!s2 && fold && full) {
+            /* two columns per step, as in ce_dw3p_tiles */
+            const int32_t rs = -shift - 1;
+            for (; ox + 1 < ow; ox += 2) {
+                const int16_t *q1 = q + pw, *q2 = q1 + pw;
+                const int32_t u0 = ce_rd32(q), v0 = ce_rd32(q + 2), u1 = ce_rd32(q1), v1 = ce_rd32(q1 + 2);
+                const int32_t u2 = ce_rd32(q2), v2 = ce_rd32(q2 + 2);
+                const int32_t aa = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01,
+                                   ce_smlad(u1, k01_1, ce_smlabb(v0, k2_01, ce_smlad(u0, k01_0, bias))))));
+                const int32_t ab = ce_smlatb(v2, k2_2, ce_smladx(ce_pkhtb(u2, v2), k01_2, ce_smlatt(v1, k2_01,
+                                   ce_smladx(ce_pkhtb(u1, v1), k01_1, ce_smlatb(v0, k2_01,
+                                   ce_smladx(ce_pkhtb(u0, v0), k01_0, bias))))));
+                dst[0] = (int8_t)ce_ssat8(ce_fold_rs(aa, mult, khi, rs));
+                dst[ch] = (int8_t)ce_ssat8(ce_fold_rs(ab, mult, khi, rs));
+                q += 2;
+                dst += 2 * ch;
+            }
+        }
+        for (; ox < ow; ++ox) {
             int32_t a = bias;
             a = ce_smlad(ce_rd32(q), k01_0, a);
             a = ce_smlabb(q[2], k2_01, a);
