@@ -147,6 +147,48 @@ def test_single_smlal_requantisation_equals_two_step_rounding(tmp_path):
     assert "checked=12000000" in out.stdout
 
 
+# The output stage of the depthwise tiles works on doubled accumulators (weights and bias doubled) so that one
+# SMMLAR replaces the sign-dependent low word: check ce_fold2(2x, m, 2 khi, rs + 1) and ce_fold_rs(x, m, khi, rs)
+# against the two-step definition plus the output zero point, for every shift the kernels take it for.
+FOLD2_CHECK_C = REQUANT_CHECK_C[:REQUANT_CHECK_C.index("int main(void)")] + r"""
+int main(void)
+{
+    long i, bad = 0, n = 0;
+    for (i = 0; i < 3000000; ++i) {
+        const int32_t shift = -2 - (int32_t)(rnd32() % 22u);               /* -23 .. -2 */
+        const int32_t r = -shift;
+        const int32_t m = (int32_t)(0x40000000u + (rnd32() & 0x3FFFFFFFu)); /* [2^30, 2^31) */
+        const int32_t z = (int32_t)(rnd32() % 256u) - 128;
+        const int32_t khi = (int32_t)(1u << (r - 2)) + z * (int32_t)(1u << (r - 1));
+        const int32_t x = i % 4 ? (int32_t)(rnd32() >> 2) - (1 << 29) - (1 << 29)  /* [-2^30, 2^30) */
+                                : (int32_t)(rnd32() % 600001u) - 300000;
+        const int32_t e = two_step(x, m, shift) + z;
+        bad += ce_fold2(2 * x, m, 2 * khi, r) != e;
+        bad += ce_fold_rs(x, m, khi, r - 1) != e;
+        n += 2;
+    }
+    printf("checked=%ld mismatches=%ld\n", n, bad);
+    return bad != 0;
+}
+"""
+
+
+@needs_cc
+def test_doubled_accumulator_requantisation_equals_two_step_rounding(tmp_path):
+    import subprocess
+
+    from firmware_export.cgen.generator import TEMPLATE_DIR
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    (tmp_path / "check.c").write_text(FOLD2_CHECK_C)
+    exe = tmp_path / "check"
+    subprocess.run([cc, "-std=c99", "-O2", "-I", str(TEMPLATE_DIR), str(tmp_path / "check.c"), "-o",
+                    str(exe)], check=True, capture_output=True, timeout=120)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "mismatches=0" in out.stdout, out.stdout + out.stderr
+    assert "checked=6000000" in out.stdout
+
+
 # ---- memory planner --------------------------------------------------------------------------------------------
 
 def test_planner_reuses_memory_and_never_overlaps_live_buffers():

@@ -27,6 +27,14 @@ static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return __sm
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return __smlatb(a, b, acc); }
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return __smlabt(a, b, acc); }
 static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc) { return __smladx(a, b, acc); }
+static inline int32_t ce_dbl16(int32_t a) { return __sadd16(a, a); }
+/* high word of (hi << 32) + x * m + 2^31: one SMMLAR */
+static inline int32_t ce_smmlar(int32_t x, int32_t m, int32_t hi)
+{
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(m), "r"(hi));
+    return r;
+}
 /* the top half of a, the bottom half of b */
 static inline int32_t ce_pkhtb(int32_t a, int32_t b)
 {
@@ -82,6 +90,11 @@ static inline int32_t ce_smlatt(int32_t a, int32_t b, int32_t acc) { return acc 
 static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return acc + ce_hi16(a) * ce_lo16(b); }
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_hi16(b); }
 static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc) { return ce_smlatb(a, b, ce_smlabt(a, b, acc)); }
+static inline int32_t ce_dbl16(int32_t a) { return ce_mk16(2 * ce_lo16(a), 2 * ce_hi16(a)); }
+static inline int32_t ce_smmlar(int32_t x, int32_t m, int32_t hi)
+{
+    return (int32_t)(((int64_t)hi * 4294967296LL + (int64_t)x * m + 2147483648LL) >> 32);
+}
 static inline int32_t ce_pkhtb(int32_t a, int32_t b)
 {
     return (int32_t)(((uint32_t)a & 0xFFFF0000u) | ((uint32_t)b & 0xFFFFu));
@@ -197,6 +210,14 @@ static inline int32_t ce_fold_rs(int32_t x, int32_t mult, int32_t khi, int32_t r
     const int32_t sgn = x >> 31;
     const uint32_t lo = 0x40000000u ^ ((uint32_t)sgn << 31);
     return ce_smlal_hi(x, mult, lo, khi + sgn) >> rs;
+}
+
+/* ce_fold_rs on y = 2x (the weights and bias doubled; |x| < 2^30): hi32(y*m + 2^31 + (2 khi - [y<0]) * 2^32) is
+ * hi32(2 (x*m + K)), so that one SMMLAR replaces the sign-dependent low word; then >> (rs + 1). khi2 = 2 khi,
+ * rs2 = rs + 1. */
+static inline int32_t ce_fold2(int32_t y, int32_t mult, int32_t khi2, int32_t rs2)
+{
+    return ce_smmlar(y, mult, khi2 + (y >> 31)) >> rs2;
 }
 
 static inline int32_t ce_fold_fast(int32_t x, int32_t mult, int32_t khi, int32_t shift)
@@ -1261,9 +1282,9 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
  * SMLADX and x3 from the top half; with odd set, the last column as the A column of a tile. The last row (odd
  * out_h) is left to the caller. */
 typedef struct {
-    int32_t k[5];            /* k01_0, k01_1, k01_2, k2_01, k2_2 (as in ce_dw3p_channel) */
-    int32_t mult, khi, rs;   /* output stage (ce_fold_rs) */
-    int32_t bias;
+    int32_t k[5];            /* 2 x {k01_0, k01_1, k01_2, k2_01, k2_2} (as in ce_dw3p_channel, doubled) */
+    int32_t mult, khi, rs;   /* output stage on the doubled accumulators: mult, 2 khi, rs + 1 (ce_fold2) */
+    int32_t bias;            /* 2 x bias */
     int32_t pwb, ch, orow;   /* bytes per plane row, output bytes per pixel and per output row */
     int32_t tile_bytes, nrp; /* 4 * ntiles: plane bytes per row of tiles; rows of tiles */
     int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - (2 * ntiles + odd) * ch */
@@ -1277,10 +1298,8 @@ typedef struct {
 void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a);
 
 #define CE_ASM_RQ(A)                                                                                            \
-    "and r11, " A ", #0x80000000\n\t"                                                                           \
-    "eor r11, r11, #0x40000000\n\t"                                                                             \
     "add r12, r7, " A ", asr #31\n\t"                                                                           \
-    "smlal r11, r12, " A ", r6\n\t"                                                                             \
+    "smmlar r12, " A ", r6, r12\n\t"                                                                            \
     "asr r12, r12, r8\n\t"                                                                                      \
     "ssat r12, #8, r12\n\t"
 
@@ -1449,7 +1468,7 @@ static void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args
             t[3] = ce_smlatb(v3, k2_2, ce_smladx(d3, k01_2, ce_smlatt(v2, k2_01, ce_smladx(d2, k01_1,
                    ce_smlatb(v1, k2_01, ce_smladx(d1, k01_0, a->bias))))));
             for (r = 0; r < 4; ++r) {
-                dst[(r & 1) * a->ch + (r >> 1) * a->orow] = (int8_t)ce_ssat8(ce_fold_rs(t[r], a->mult, a->khi, a->rs));
+                dst[(r & 1) * a->ch + (r >> 1) * a->orow] = (int8_t)ce_ssat8(ce_fold2(t[r], a->mult, a->khi, a->rs));
             }
             q += 2;
             dst += 2 * a->ch;
@@ -1461,8 +1480,8 @@ static void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args
                    ce_smlabb(ce_rd32(q + 2), k2_01, ce_smlad(ce_rd32(q), k01_0, a->bias))))));
             t[2] = ce_smlabb(ce_rd32(q3 + 2), k2_2, ce_smlad(ce_rd32(q3), k01_2, ce_smlabt(v2, k2_01,
                    ce_smlad(u2, k01_1, ce_smlabb(v1, k2_01, ce_smlad(u1, k01_0, a->bias))))));
-            dst[0] = (int8_t)ce_ssat8(ce_fold_rs(t[0], a->mult, a->khi, a->rs));
-            dst[a->orow] = (int8_t)ce_ssat8(ce_fold_rs(t[2], a->mult, a->khi, a->rs));
+            dst[0] = (int8_t)ce_ssat8(ce_fold2(t[0], a->mult, a->khi, a->rs));
+            dst[a->orow] = (int8_t)ce_ssat8(ce_fold2(t[2], a->mult, a->khi, a->rs));
             dst += a->ch;
         }
         q += a->q_step >> 1;
@@ -1485,18 +1504,19 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
     const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
     const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
     int32_t oy = 0, ox;
-    if (!s2 && fold && full && oh >= 2 && ow >= 2) {
-        /* the 2 x 2 tiles, then the last column (odd out_w) below; the last row (odd out_h) after the loop */
+    if (!s2 && fold && full && oh >= 2 && ow >= 2 && bias >= -(1 << 29) && bias <= (1 << 29)) {
+        /* the 2 x 2 tiles (accumulators doubled: |bias| <= 2^29 and 9 taps of |w x| <= 128 * 255 keep
+         * |2 acc| < 2^31), the last column (odd out_w) with them; the last row (odd out_h) after the loop */
         ce_dw3p_tile_args a;
-        a.k[0] = k01_0;
-        a.k[1] = k01_1;
-        a.k[2] = k01_2;
-        a.k[3] = k2_01;
-        a.k[4] = k2_2;
+        a.k[0] = ce_dbl16(k01_0);
+        a.k[1] = ce_dbl16(k01_1);
+        a.k[2] = ce_dbl16(k01_2);
+        a.k[3] = ce_dbl16(k2_01);
+        a.k[4] = ce_dbl16(k2_2);
         a.mult = mult;
-        a.khi = khi;
-        a.rs = -shift - 1;
-        a.bias = bias;
+        a.khi = 2 * khi;
+        a.rs = -shift;
+        a.bias = 2 * bias;
         a.pwb = 2 * pw;
         a.ch = ch;
         a.orow = orow;
