@@ -431,21 +431,25 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
         if (rows != NULL) {
             const int32_t prow = oy * p->stride_h;
             const int32_t xoff = ox * p->stride_w * ic;
-            int32_t slot = prow % rows->slots;
-            ce_rows_upto(p, in, rows, prow + (p->k_h - 1) * p->dil_h);
-            for (ky = 0; ky < p->k_h; ++ky) {
-                const int8_t *src = rows->ring + slot * rows->wp + xoff;
-                if (rowp == 4) {
-                    const int32_t v = ce_rd32(src);
+            const int32_t slots = rows->slots, wp = rows->wp, dil = p->dil_h, kh = p->k_h;
+            const int8_t *ring = rows->ring + xoff;
+            ce_rows_upto(p, in, rows, prow + (kh - 1) * dil);
+            if (rowp == 4) {
+                /* one group per kernel row (k_w * in_c <= 4): the ring slot stepped, the word widened in place */
+                int32_t slot = prow % slots;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t v = ce_rd32(ring + slot * wp);
                     dst[0] = ce_sxtab16(off2, v);
                     dst[1] = ce_sxtab16_ror8(off2, v);
                     dst += gstride;
-                } else {
-                    dst = ce_widen_run(src, rowp >> 2, off2, dst, gstride);
+                    slot += dil;
+                    if (slot >= slots) {
+                        slot -= slots;
+                    }
                 }
-                slot += p->dil_h;
-                if (slot >= rows->slots) {
-                    slot -= rows->slots;
+            } else {
+                for (ky = 0; ky < kh; ++ky) {
+                    dst = ce_widen_run(ring + ((prow + ky * dil) % slots) * wp, rowp >> 2, off2, dst, gstride);
                 }
             }
             return;
