@@ -15,7 +15,7 @@ def widen_groups(interleaved: np.ndarray) -> np.ndarray:
 
 # a convolution's weights are stored as int16 (twice the flash, no sign extension in the inner loop) when each
 # weight is used for at least this many output pixels
-WIDE_MIN_PIXELS = 64
+WIDE_MIN_PIXELS = 36
 
 
 # int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel
