@@ -1057,6 +1057,128 @@ static inline int32_t ce_w4_lo(int32_t v);
 static inline int32_t ce_w4_hi(int32_t v);
 static inline int32_t ce_w4_exact(int32_t t);
 
+/* The output stage and weights of the stride-1 3x3 depthwise kernels' assembly on doubled accumulators (weights
+ * and bias doubled; ce_fold2): used when the activation range is all of int8, every shift in [-23, -2] and
+ * |bias| <= 2^29 (then |2 acc| < 2^31: 9 taps of |w (x + offset)| <= 128 * 255). */
+typedef struct {
+    int32_t k[5];            /* 2 x {k01_0, k01_1, k01_2, k2_01, k2_2} (as in ce_dw3p_channel, doubled) */
+    int32_t mult, khi, rs;   /* output stage on the doubled accumulators: mult, 2 khi, rs + 1 (ce_fold2) */
+    int32_t bias;            /* 2 x bias */
+    int32_t pwb, ch, orow;   /* bytes per plane row, output bytes per pixel and per output row */
+    int32_t tile_bytes, nrp; /* 4 * ntiles: plane bytes per row of tiles; rows of tiles */
+    int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - (2 * ntiles + odd) * ch */
+    int32_t odd;             /* out_w odd: the last column of each row of tiles (column A of a tile) too */
+} ce_dw3p_tile_args;
+
+#define CE_DW3_BIAS_MAX (1 << 29)
+
+static void ce_dw3_args(ce_dw3p_tile_args *a, const int32_t k[5], int32_t bias, int32_t mult, int32_t khi,
+                        int32_t shift)
+{
+    int32_t i;
+    for (i = 0; i < 5; ++i) {
+        a->k[i] = ce_dbl16(k[i]);
+    }
+    a->mult = mult;
+    a->khi = 2 * khi;
+    a->rs = -shift;
+    a->bias = 2 * bias;
+}
+
+/* stride 1: one output row of one channel, columns 0 .. 2 * npairs - 1 (a->tile_bytes = 4 * npairs), from the
+ * channel's three staged rows: two columns per step, (x0, x1) by SMLAD, (x1, x2) by PKHTB + SMLADX. */
+#if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
+#define CE_ASM_RQ(A)                                                                                            \
+    "add r12, r7, " A ", asr #31\n\t"                                                                           \
+    "smmlar r12, " A ", r6, r12\n\t"                                                                            \
+    "asr r12, r12, r8\n\t"                                                                                      \
+    "ssat r12, #8, r12\n\t"
+
+/* r0..r2 the three rows (post-incremented), r3, r4 the accumulators, r5 bias, r6..r10 weights, then mult, khi,
+ * rs, output, ch; frame [sp] weights, [sp+20] mult, khi, rs, [sp+32] output, [sp+36] ch, [sp+40] end of row 0 */
+void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst, const ce_dw3p_tile_args *a);
+
+__asm__(".pushsection .text.ce_dw3_row2,\"ax\",%progbits\n\t"
+        ".syntax unified\n\t"
+        ".thumb\n\t"
+        ".align 2\n\t"
+        ".global ce_dw3_row2\n\t"
+        ".type ce_dw3_row2, %function\n\t"
+        ".thumb_func\n"
+        "ce_dw3_row2:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "sub sp, sp, #44\n\t"
+        "ldr r12, [sp, #80]\n\t"
+        "ldm r12, {r4-r11}\n\t"
+        "stm sp, {r4-r11}\n\t"
+        "str r3, [sp, #32]\n\t"
+        "ldr r4, [r12, #40]\n\t"
+        "str r4, [sp, #36]\n\t"
+        "ldr r5, [r12, #32]\n\t"
+        "ldr r4, [r12, #48]\n\t"
+        "add r4, r0, r4\n\t"
+        "str r4, [sp, #40]\n"
+        "1:\n\t"
+        "ldmia sp, {r6-r10}\n\t"
+        "ldr r12, [r0, #4]\n\t"
+        "ldr r11, [r0], #4\n\t"
+        "smlad r3, r11, r6, r5\n\t"
+        "smlabb r3, r12, r9, r3\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r4, r11, r6, r5\n\t"
+        "smlatb r4, r12, r9, r4\n\t"
+        "ldr r12, [r1, #4]\n\t"
+        "ldr r11, [r1], #4\n\t"
+        "smlad r3, r11, r7, r3\n\t"
+        "smlabt r3, r12, r9, r3\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r4, r11, r7, r4\n\t"
+        "smlatt r4, r12, r9, r4\n\t"
+        "ldr r12, [r2, #4]\n\t"
+        "ldr r11, [r2], #4\n\t"
+        "smlad r3, r11, r8, r3\n\t"
+        "smlabb r3, r12, r10, r3\n\t"
+        "pkhtb r11, r11, r12\n\t"
+        "smladx r4, r11, r8, r4\n\t"
+        "smlatb r4, r12, r10, r4\n\t"
+        "add r11, sp, #20\n\t"
+        "ldm r11, {r6-r10}\n\t"
+        CE_ASM_RQ("r3") "strb r12, [r9]\n\t"
+        CE_ASM_RQ("r4") "strb r12, [r9, r10]\n\t"
+        "add r9, r9, r10, lsl #1\n\t"
+        "str r9, [sp, #32]\n\t"
+        "ldr r11, [sp, #40]\n\t"
+        "cmp r0, r11\n\t"
+        "bne 1b\n\t"
+        "add sp, sp, #44\n\t"
+        "pop {r4-r11, pc}\n\t"
+        ".size ce_dw3_row2, . - ce_dw3_row2\n\t"
+        ".popsection\n");
+#else
+static void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
+                        const ce_dw3p_tile_args *a)
+{
+    const int32_t n = a->tile_bytes >> 2;
+    const int32_t k01_0 = a->k[0], k01_1 = a->k[1], k01_2 = a->k[2], k2_01 = a->k[3], k2_2 = a->k[4];
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t u0 = ce_rd32(x0), v0 = ce_rd32(x0 + 2), u1 = ce_rd32(x1), v1 = ce_rd32(x1 + 2);
+        const int32_t u2 = ce_rd32(x2), v2 = ce_rd32(x2 + 2);
+        const int32_t aa = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01, ce_smlad(u1, k01_1,
+                           ce_smlabb(v0, k2_01, ce_smlad(u0, k01_0, a->bias))))));
+        const int32_t ab = ce_smlatb(v2, k2_2, ce_smladx(ce_pkhtb(u2, v2), k01_2, ce_smlatt(v1, k2_01,
+                           ce_smladx(ce_pkhtb(u1, v1), k01_1, ce_smlatb(v0, k2_01,
+                           ce_smladx(ce_pkhtb(u0, v0), k01_0, a->bias))))));
+        dst[0] = (int8_t)ce_ssat8(ce_fold2(aa, a->mult, a->khi, a->rs));
+        dst[a->ch] = (int8_t)ce_ssat8(ce_fold2(ab, a->mult, a->khi, a->rs));
+        x0 += 2;
+        x1 += 2;
+        x2 += 2;
+        dst += 2 * a->ch;
+    }
+}
+#endif
+
 /* one output row of every channel from the staged rows r0..r2; fold / full as in ce_conv_pairs; w4: int4 weights
  * (ce_depthwise3x3_s8_w4's layout) */
 static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
@@ -1092,7 +1214,18 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
         const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
         int8_t *dst = dst_row + c;
-        for (ox = 0; ox + 1 < ow; ox += 2) {
+        ox = 0;
+        if (!w4 && fold && full && ow >= 2 && bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX) {
+            const int32_t k[5] = {k01_0, k01_1, k01_2, k2_01, k2_2};
+            ce_dw3p_tile_args a;
+            ce_dw3_args(&a, k, bias, mult, khi, shift);
+            a.ch = ch;
+            a.tile_bytes = 4 * (ow >> 1);
+            ce_dw3_row2(x0, x1, x2, dst, &a);
+            ox = ow & ~1;
+            dst += ox * ch;
+        }
+        for (; ox + 1 < ow; ox += 2) {
             int32_t a = bias, b = bias, v;
             v = ce_rd32(x0 + ox + 2);
             a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
@@ -1285,15 +1418,6 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
  * column 2i takes SMLAD on (x0, x1) and x2 from the bottom half; column 2i + 1 takes (x1, x2) as one PKHTB word with
  * SMLADX and x3 from the top half; with odd set, the last column as the A column of a tile. The last row (odd
  * out_h) is left to the caller. */
-typedef struct {
-    int32_t k[5];            /* 2 x {k01_0, k01_1, k01_2, k2_01, k2_2} (as in ce_dw3p_channel, doubled) */
-    int32_t mult, khi, rs;   /* output stage on the doubled accumulators: mult, 2 khi, rs + 1 (ce_fold2) */
-    int32_t bias;            /* 2 x bias */
-    int32_t pwb, ch, orow;   /* bytes per plane row, output bytes per pixel and per output row */
-    int32_t tile_bytes, nrp; /* 4 * ntiles: plane bytes per row of tiles; rows of tiles */
-    int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - (2 * ntiles + odd) * ch */
-    int32_t odd;             /* out_w odd: the last column of each row of tiles (column A of a tile) too */
-} ce_dw3p_tile_args;
 
 #if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
 /* r0 plane pointer, r1 plane row bytes, r2..r5 the tile's accumulators (row a col A, row a col B, row b col A,
@@ -1301,11 +1425,6 @@ typedef struct {
  * pointer, ch, orow (one LDM), [sp+44] bias, [sp+48] end of the tile row, [sp+52] args, [sp+56] rows of tiles left. */
 void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a);
 
-#define CE_ASM_RQ(A)                                                                                            \
-    "add r12, r7, " A ", asr #31\n\t"                                                                           \
-    "smmlar r12, " A ", r6, r12\n\t"                                                                            \
-    "asr r12, r12, r8\n\t"                                                                                      \
-    "ssat r12, #8, r12\n\t"
 
 __asm__(".pushsection .text.ce_dw3p_tiles,\"ax\",%progbits\n\t"
         ".syntax unified\n\t"
@@ -1508,19 +1627,12 @@ static CE_ALWAYS_INLINE void ce_dw3p_channel(const ce_conv_params *p, const int1
     const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
     const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
     int32_t oy = 0, ox;
-    if (!s2 && fold && full && oh >= 2 && ow >= 2 && bias >= -(1 << 29) && bias <= (1 << 29)) {
-        /* the 2 x 2 tiles (accumulators doubled: |bias| <= 2^29 and 9 taps of |w x| <= 128 * 255 keep
-         * |2 acc| < 2^31), the last column (odd out_w) with them; the last row (odd out_h) after the loop */
+    if (!s2 && fold && full && oh >= 2 && ow >= 2 && bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX) {
+        /* the 2 x 2 tiles (doubled accumulators), the last column (odd out_w) with them; the last row (odd
+         * out_h) after the loop */
+        const int32_t k[5] = {k01_0, k01_1, k01_2, k2_01, k2_2};
         ce_dw3p_tile_args a;
-        a.k[0] = ce_dbl16(k01_0);
-        a.k[1] = ce_dbl16(k01_1);
-        a.k[2] = ce_dbl16(k01_2);
-        a.k[3] = ce_dbl16(k2_01);
-        a.k[4] = ce_dbl16(k2_2);
-        a.mult = mult;
-        a.khi = 2 * khi;
-        a.rs = -shift;
-        a.bias = 2 * bias;
+        ce_dw3_args(&a, k, bias, mult, khi, shift);
         a.pwb = 2 * pw;
         a.ch = ch;
         a.orow = orow;
