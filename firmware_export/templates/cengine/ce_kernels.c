@@ -1154,6 +1154,67 @@ __asm__(".pushsection .text.ce_dw3_row2,\"ax\",%progbits\n\t"
         "pop {r4-r11, pc}\n\t"
         ".size ce_dw3_row2, . - ce_dw3_row2\n\t"
         ".popsection\n");
+
+/* stride 2: output columns 2i, 2i + 1 read x[4i .. 4i + 4], the words (x0, x1), (x2, x3), (x4, x5); a->tile_bytes =
+ * 8 * npairs */
+void ce_dw3s2_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst, const ce_dw3p_tile_args *a);
+
+__asm__(".pushsection .text.ce_dw3s2_row2,\"ax\",%progbits\n\t"
+        ".syntax unified\n\t"
+        ".thumb\n\t"
+        ".align 2\n\t"
+        ".global ce_dw3s2_row2\n\t"
+        ".type ce_dw3s2_row2, %function\n\t"
+        ".thumb_func\n"
+        "ce_dw3s2_row2:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "sub sp, sp, #44\n\t"
+        "ldr r12, [sp, #80]\n\t"
+        "ldm r12, {r4-r11}\n\t"
+        "stm sp, {r4-r11}\n\t"
+        "str r3, [sp, #32]\n\t"
+        "ldr r4, [r12, #40]\n\t"
+        "str r4, [sp, #36]\n\t"
+        "ldr r5, [r12, #32]\n\t"
+        "ldr r4, [r12, #48]\n\t"
+        "add r4, r0, r4\n\t"
+        "str r4, [sp, #40]\n"
+        "1:\n\t"
+        "ldmia sp, {r6-r10}\n\t"
+        "ldr r12, [r0, #4]\n\t"
+        "ldr lr, [r0, #8]\n\t"
+        "ldr r11, [r0], #8\n\t"
+        "smlad r3, r11, r6, r5\n\t"
+        "smlabb r3, r12, r9, r3\n\t"
+        "smlad r4, r12, r6, r5\n\t"
+        "smlabb r4, lr, r9, r4\n\t"
+        "ldr r12, [r1, #4]\n\t"
+        "ldr lr, [r1, #8]\n\t"
+        "ldr r11, [r1], #8\n\t"
+        "smlad r3, r11, r7, r3\n\t"
+        "smlabt r3, r12, r9, r3\n\t"
+        "smlad r4, r12, r7, r4\n\t"
+        "smlabt r4, lr, r9, r4\n\t"
+        "ldr r12, [r2, #4]\n\t"
+        "ldr lr, [r2, #8]\n\t"
+        "ldr r11, [r2], #8\n\t"
+        "smlad r3, r11, r8, r3\n\t"
+        "smlabb r3, r12, r10, r3\n\t"
+        "smlad r4, r12, r8, r4\n\t"
+        "smlabb r4, lr, r10, r4\n\t"
+        "add r11, sp, #20\n\t"
+        "ldm r11, {r6-r10}\n\t"
+        CE_ASM_RQ("r3") "strb r12, [r9]\n\t"
+        CE_ASM_RQ("r4") "strb r12, [r9, r10]\n\t"
+        "add r9, r9, r10, lsl #1\n\t"
+        "str r9, [sp, #32]\n\t"
+        "ldr r11, [sp, #40]\n\t"
+        "cmp r0, r11\n\t"
+        "bne 1b\n\t"
+        "add sp, sp, #44\n\t"
+        "pop {r4-r11, pc}\n\t"
+        ".size ce_dw3s2_row2, . - ce_dw3s2_row2\n\t"
+        ".popsection\n");
 #else
 static void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
                         const ce_dw3p_tile_args *a)
@@ -1174,6 +1235,29 @@ static void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2,
         x0 += 2;
         x1 += 2;
         x2 += 2;
+        dst += 2 * a->ch;
+    }
+}
+
+static void ce_dw3s2_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
+                          const ce_dw3p_tile_args *a)
+{
+    const int32_t n = a->tile_bytes >> 3;
+    const int32_t k01_0 = a->k[0], k01_1 = a->k[1], k01_2 = a->k[2], k2_01 = a->k[3], k2_2 = a->k[4];
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t u0 = ce_rd32(x0), v0 = ce_rd32(x0 + 2), w0 = ce_rd32(x0 + 4);
+        const int32_t u1 = ce_rd32(x1), v1 = ce_rd32(x1 + 2), w1 = ce_rd32(x1 + 4);
+        const int32_t u2 = ce_rd32(x2), v2 = ce_rd32(x2 + 2), w2 = ce_rd32(x2 + 4);
+        const int32_t aa = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01, ce_smlad(u1, k01_1,
+                           ce_smlabb(v0, k2_01, ce_smlad(u0, k01_0, a->bias))))));
+        const int32_t ab = ce_smlabb(w2, k2_2, ce_smlad(v2, k01_2, ce_smlabt(w1, k2_01, ce_smlad(v1, k01_1,
+                           ce_smlabb(w0, k2_01, ce_smlad(v0, k01_0, a->bias))))));
+        dst[0] = (int8_t)ce_ssat8(ce_fold2(aa, a->mult, a->khi, a->rs));
+        dst[a->ch] = (int8_t)ce_ssat8(ce_fold2(ab, a->mult, a->khi, a->rs));
+        x0 += 4;
+        x1 += 4;
+        x2 += 4;
         dst += 2 * a->ch;
     }
 }
@@ -1281,7 +1365,18 @@ static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t
         const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
         int8_t *dst = dst_row + c;
-        for (ox = 0; ox + 1 < ow; ox += 2) {
+        ox = 0;
+        if (fold && full && ow >= 2 && bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX) {
+            const int32_t k[5] = {k01_0, k01_1, k01_2, k2_01, k2_2};
+            ce_dw3p_tile_args a;
+            ce_dw3_args(&a, k, bias, mult, khi, shift);
+            a.ch = ch;
+            a.tile_bytes = 8 * (ow >> 1);
+            ce_dw3s2_row2(x0, x1, x2, dst, &a);
+            ox = ow & ~1;
+            dst += ox * ch;
+        }
+        for (; ox + 1 < ow; ox += 2) {
             const int32_t i = 2 * ox;
             int32_t a = bias, b = bias, v;
             v = ce_rd32(x0 + i + 2);
