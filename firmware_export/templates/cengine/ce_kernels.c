@@ -433,23 +433,29 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
             const int32_t xoff = ox * p->stride_w * ic;
             const int32_t slots = rows->slots, wp = rows->wp, dil = p->dil_h, kh = p->k_h;
             const int8_t *ring = rows->ring + xoff;
+            int32_t slot = prow % slots;
             ce_rows_upto(p, in, rows, prow + (kh - 1) * dil);
-            if (rowp == 4) {
-                /* one group per kernel row (k_w * in_c <= 4): the ring slot stepped, the word widened in place */
-                int32_t slot = prow % slots;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t v = ce_rd32(ring + slot * wp);
+            for (ky = 0; ky < kh; ++ky) {
+                /* the patch row: rowp / 4 words of the staged row, widened in place; the ring slot stepped */
+                const int8_t *src = ring + slot * wp;
+                if (rowp == 4) {
+                    const int32_t v = ce_rd32(src);
                     dst[0] = ce_sxtab16(off2, v);
                     dst[1] = ce_sxtab16_ror8(off2, v);
                     dst += gstride;
-                    slot += dil;
-                    if (slot >= slots) {
-                        slot -= slots;
-                    }
+                } else {
+                    const int8_t *end = src + rowp;
+                    do {
+                        const int32_t v = ce_rd32(src);
+                        dst[0] = ce_sxtab16(off2, v);
+                        dst[1] = ce_sxtab16_ror8(off2, v);
+                        dst += gstride;
+                        src += 4;
+                    } while (src != end);
                 }
-            } else {
-                for (ky = 0; ky < kh; ++ky) {
-                    dst = ce_widen_run(ring + ((prow + ky * dil) % slots) * wp, rowp >> 2, off2, dst, gstride);
+                slot += dil;
+                if (slot >= slots) {
+                    slot -= slots;
                 }
             }
             return;
