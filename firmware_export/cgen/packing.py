@@ -38,9 +38,6 @@ def interleave_rows(w2d: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else padded.reshape(-1)
 
 
-# int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel
-# accumulates at most this many taps without a partial sum (CONV_2D / FULLY_CONNECTED sum in chunks, ce_kernels.c)
-MAX_INT4_DEPTHWISE_TAPS = (2 ** 31 - 1) // (128 * 255)
 
 
 def _nibbles(values: np.ndarray) -> np.ndarray:
