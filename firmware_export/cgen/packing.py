@@ -38,8 +38,6 @@ def interleave_rows(w2d: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else padded.reshape(-1)
 
 
-
-
 def _nibbles(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.int16) & 15
 
