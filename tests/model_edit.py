@@ -55,3 +55,16 @@ def move_operator(data: bytes, src: int, dst: int) -> bytes:
     ops = m.subgraphs[0].operators
     ops.insert(dst, ops.pop(src))
     return _save(m)
+
+
+def set_conv_bias(data: bytes, nth: int, channel: int, value: int) -> bytes:
+    """The same model with output channel ``channel`` of the ``nth`` CONV_2D's bias set to ``value``."""
+    fb, m = _load(data)
+    sg = m.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+    convs = [op for op in sg.operators if codes[op.opcodeIndex] == fb.BuiltinOperator.CONV_2D]
+    bbuf = m.buffers[sg.tensors[convs[nth].inputs[2]].buffer]
+    bv = np.frombuffer(bytes(bytearray(bbuf.data)), dtype=np.int32).copy()
+    bv[channel] = value
+    bbuf.data = bv.tobytes()
+    return _save(m)

@@ -1,6 +1,7 @@
 """AVERAGE_POOL_2D's two summation paths (four channels per word in int16 lanes when the channel count is a multiple
-of 4 and a window holds at most 255 values; one channel at a time otherwise) and a convolution with an odd number
-of output pixels (its last pixel goes through the two-pixel path as both pixels), bit-exact with TFLM's reference
+of 4 and a window holds at most 255 values; one channel at a time otherwise), a convolution with an odd number
+of output pixels (its last pixel goes through the two-pixel path as both pixels) and one with an odd number of
+output channels on doubled accumulators (the last channel by the one-channel dot product), bit-exact with TFLM's reference
 kernels on the host (portable C) and on the emulated Cortex-M4 (DSP intrinsics and assembly)."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def _model(name: str):
         "window_256": ((17, 17, 4), 4, 1, 16, 1, "valid"),
         # 6 channels (not a multiple of 4): the one-channel path
         "channels_6": ((7, 7, 6), 6, 3, 2, 2, "valid"),
+        # 7 output channels over >= 36 pixels: int16 weights, doubled accumulators, the odd channel on its own
+        "channels_7_wide": ((9, 9, 4), 7, 3, 2, 1, "valid"),
     }[name]
     i = keras.Input(shape)
     x = keras.layers.Conv2D(ch, conv_k, activation="relu")(i)
@@ -27,7 +30,7 @@ def _model(name: str):
     return keras.Model(i, keras.layers.Conv2D(ch, 1)(x)), shape
 
 
-NAMES = ["lanes_same_odd_pixels", "window_256", "channels_6"]
+NAMES = ["lanes_same_odd_pixels", "window_256", "channels_6", "channels_7_wide"]
 
 
 @pytest.mark.parametrize("name", NAMES)

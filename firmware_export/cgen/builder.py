@@ -153,11 +153,12 @@ class Builder:
         finally:
             self._part = old
 
-    def per_channel(self, op, x: int, w: int, y: int, n: int) -> tuple[str, str, str]:
+    def per_channel(self, op, x: int, w: int, y: int, n: int, double: bool = False) -> tuple[str, str, str]:
         """Requantisation constants of a conv / fully-connected layer: names of the multiplier and shift arrays and
         of ``rq`` (per channel the triplet multiplier, 2^(-shift-2) + output zero point * 2^(-shift-1), -shift-1 when
         every shift is in [-23, -2]: the kernels' branch-free output stage, ``ce_fold_rs``, loads one channel's
-        constants with one LDM; ``NULL`` otherwise)."""
+        constants with one LDM; ``NULL`` otherwise). ``double``: the layer's accumulators are doubled (its weights
+        and bias are), the triplets are then multiplier, 2 khi, -shift (``ce_fold2``)."""
         sx, _ = self.qparams(x)
         sy, _ = self.qparams(y)
         tw = self.t(w)
@@ -184,22 +185,27 @@ class Builder:
         if all(-23 <= sh < -1 for sh in shifts):  # ce_fold_fast: the output zero point folded into the constant
             _, zy = self.qparams(y)
             hn = self.const_name("rq")
-            rq = [v for m, sh in zip(mults, shifts) for v in (m, (1 << (-sh - 2)) + zy * (1 << (-sh - 1)), -sh - 1)]
+            d = 2 if double else 1
+            rq = [v for m, sh in zip(mults, shifts)
+                  for v in (m, d * ((1 << (-sh - 2)) + zy * (1 << (-sh - 1))), -sh - 1 + (d - 1))]
             self.consts.append(_array("int32_t", hn, rq, 6))
         else:
             hn = "NULL"
         return mn, sn, hn
 
-    def bias(self, op, b: int, n: int) -> str:
-        bn = self.const_name("bias")
+    def bias_values(self, op, b: int, n: int) -> np.ndarray:
+        """A layer's int32 bias as int64 values (zeros without a bias input)."""
         if b < 0:
-            vals = np.zeros(n, dtype=np.int64)
-        else:
-            tb = self.t(b)
-            if tb.data is None or tb.dtype != "int32":
-                raise ExportError("bias must be a constant int32 tensor", received=f"{tb.dtype} (operator {op.index})")
-            vals = tb.data.reshape(-1)
-        self.consts.append(_array("int32_t", bn, vals, 8))
+            return np.zeros(n, dtype=np.int64)
+        tb = self.t(b)
+        if tb.data is None or tb.dtype != "int32":
+            raise ExportError("bias must be a constant int32 tensor", received=f"{tb.dtype} (operator {op.index})")
+        return np.asarray(tb.data, dtype=np.int64).reshape(-1)
+
+    def bias(self, op, b: int, n: int, scale: int = 1) -> str:
+        """Emit the bias (times ``scale``: 2 for layers with doubled accumulators); returns its name."""
+        bn = self.const_name("bias")
+        self.consts.append(_array("int32_t", bn, scale * self.bias_values(op, b, n), 8))
         return bn
 
     def weights(self, arr: np.ndarray) -> str:
@@ -207,11 +213,11 @@ class Builder:
         self.consts.append(_array("int8_t", wn, arr.astype(np.int64), 24))
         return wn
 
-    def wide_weights(self, interleaved: np.ndarray) -> tuple[str, int]:
-        """Convolution weights in the int16 layout of ``p->wide`` (``packing.widen_groups``); returns (C expression
-        for the params, bytes)."""
+    def wide_weights(self, interleaved: np.ndarray, scale: int = 1) -> tuple[str, int]:
+        """Convolution weights in the int16 layout of ``p->wide`` (``packing.widen_groups``), times ``scale`` (2:
+        doubled accumulators); returns (C expression for the params, bytes)."""
         wn = self.const_name("weights16")
-        wide = packing.widen_groups(interleaved)
+        wide = scale * packing.widen_groups(interleaved)
         self.consts.append(_array("int16_t", wn, wide.astype(np.int64), 24))
         return f"(const int8_t *){wn}", 2 * wide.size
 

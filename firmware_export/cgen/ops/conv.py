@@ -108,8 +108,6 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     lo, hi = bld.act_range(o.get("fused_activation_function"), y, op)
     _, zx = bld.qparams(x)
     _, zy = bld.qparams(y)
-    mn, sn, hn = bld.per_channel(op, x, w, y, oc)
-    bn = bld.bias(op, b, oc)
     warr = np.asarray(tw.data, dtype=np.int8)
     as_conv = (not depthwise) or ic == 1
     dm = oc // ic if depthwise else 1
@@ -117,6 +115,15 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
              and pad_t <= 1 and pad_l <= 1
              and ((sh, sw) == (1, 1) or ((sh, sw) == (2, 2) and not w4 and pad_l + iw <= (ow - 1) * 2 + 4)))
     wide = as_conv and not w4 and oh * ow >= packing.WIDE_MIN_PIXELS
+    # doubled accumulators (int16 weights and bias doubled; the SMMLAR output stage, ce_fold2) when the activation
+    # range is all of int8 and every |accumulator| is below 2^30: |bias| + 255 * sum |w| per output channel
+    dbl = False
+    if wide and (lo, hi) == (-128, 127):
+        per_oc = np.abs(warr.astype(np.int64)).sum(axis=(0, 1, 2) if depthwise else (1, 2, 3))
+        dbl = int(np.max(np.abs(bld.bias_values(op, b, oc)) + 255 * per_oc)) < 2 ** 30
+    mn, sn, hn = bld.per_channel(op, x, w, y, oc, double=dbl)
+    dbl = dbl and hn != "NULL"
+    bn = bld.bias(op, b, oc, scale=2 if dbl else 1)
     k = kh * kw * (1 if depthwise else ic)
     kp = (k + 3) // 4 * 4
     if as_conv:
@@ -135,7 +142,7 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
         if w4:
             wn, wbytes = bld.packed_weights(packing.pack_int4_rows(w2d))
         elif wide:
-            wn, wbytes = bld.wide_weights(packing.interleave_rows(w2d))
+            wn, wbytes = bld.wide_weights(packing.interleave_rows(w2d), scale=2 if dbl else 1)
         else:
             wn = bld.weights(packing.interleave_rows(w2d))
     elif dw3x3:
@@ -180,7 +187,7 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
             scratch = ow * oc + pad_t * iw * ic
     pn = bld.params("ce_conv_params", in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
                     stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_t=pad_t, pad_l=pad_l, depth_multiplier=dm,
-                    inplace=inplace, wide=int(wide), in_offset=-zx, out_offset=zy, act_min=lo, act_max=hi,
+                    inplace=inplace, wide=int(wide), dbl=int(dbl), in_offset=-zx, out_offset=zy, act_min=lo, act_max=hi,
                     k_padded=kp, weights=wn, bias=bn, mult=mn, shift=sn, rq=hn)
     macs = oh * ow * oc * kh * kw * (1 if depthwise else ic)
     sfx = "_w4" if w4 else ""

@@ -673,6 +673,9 @@ static CE_NOINLINE void ce_conv_single(const ce_conv_params *p, const int32_t *c
         if (p->wide) {
             const int8_t *w = p->weights + 2 * (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 8 : 0);
             acc = ce_dot16_1x1(w, paired ? 16 : 8, col, cstride, groups, p->bias[oc]);
+            if (p->dbl) {
+                acc /= 2; /* exact: weights and bias doubled */
+            }
         } else {
             const int8_t *w = p->weights + (oc & ~1) * p->k_padded + (paired ? (oc & 1) * 4 : 0);
             acc = ce_dot_1x1(w, paired ? 8 : 4, col, cstride, groups, p->bias[oc]);
@@ -695,6 +698,36 @@ void ce_requant_pairs_ssat(const int32_t *acc, const int32_t *rq, int8_t *o0, in
     "asr r12, r12, r10\n\t"                                                                                     \
     "ssat r12, #8, r12\n\t"                                                                                     \
     "strb r12, [" O "], #1\n\t"
+
+/* the same on doubled accumulators (p->dbl; rq {mult, 2 khi, rs + 1}): per output ADD, SMMLAR, ASR, SSAT, STRB */
+void ce_requant_pairs_dbl(const int32_t *acc, const int32_t *rq, int8_t *o0, int8_t *o1, int32_t npairs);
+
+#define CE_ASM_RQ2(A, O)                                                                                        \
+    "add r12, r9, " A ", asr #31\n\t"                                                                           \
+    "smmlar r12, " A ", r8, r12\n\t"                                                                            \
+    "asr r12, r12, r10\n\t"                                                                                     \
+    "ssat r12, #8, r12\n\t"                                                                                     \
+    "strb r12, [" O "], #1\n\t"
+
+__asm__(".pushsection .text.ce_requant_pairs_dbl,\"ax\",%progbits\n\t"
+        ".syntax unified\n\t"
+        ".thumb\n\t"
+        ".align 2\n\t"
+        ".global ce_requant_pairs_dbl\n\t"
+        ".type ce_requant_pairs_dbl, %function\n\t"
+        ".thumb_func\n"
+        "ce_requant_pairs_dbl:\n\t"
+        "push {r4-r11, lr}\n\t"
+        "ldr lr, [sp, #36]\n"
+        "1:\n\t"
+        "ldmia r0!, {r4-r7}\n\t"
+        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ2("r4", "r2") CE_ASM_RQ2("r5", "r3")
+        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ2("r6", "r2") CE_ASM_RQ2("r7", "r3")
+        "subs lr, lr, #1\n\t"
+        "bne 1b\n\t"
+        "pop {r4-r11, pc}\n\t"
+        ".size ce_requant_pairs_dbl, . - ce_requant_pairs_dbl\n\t"
+        ".popsection\n");
 
 __asm__(".pushsection .text.ce_requant_pairs_ssat,\"ax\",%progbits\n\t"
         ".syntax unified\n\t"
@@ -727,6 +760,18 @@ static void ce_requant_pairs_ssat(const int32_t *acc, const int32_t *rq, int8_t 
         rq += 6;
     }
 }
+
+static void ce_requant_pairs_dbl(const int32_t *acc, const int32_t *rq, int8_t *o0, int8_t *o1, int32_t npairs)
+{
+    while (npairs-- > 0) {
+        *o0++ = (int8_t)ce_ssat8(ce_fold2(acc[0], rq[0], rq[1], rq[2]));
+        *o1++ = (int8_t)ce_ssat8(ce_fold2(acc[1], rq[0], rq[1], rq[2]));
+        *o0++ = (int8_t)ce_ssat8(ce_fold2(acc[2], rq[3], rq[4], rq[5]));
+        *o1++ = (int8_t)ce_ssat8(ce_fold2(acc[3], rq[3], rq[4], rq[5]));
+        acc += 4;
+        rq += 6;
+    }
+}
 #endif
 
 /* all pairs of output channels of two pixels (interleaved im2col columns at col); returns the first channel not
@@ -753,7 +798,9 @@ static CE_ALWAYS_INLINE int32_t ce_conv_pairs(const ce_conv_params *p, const int
         } else {
             ce_dot_pairs(w, col, groups, p->bias + 2 * j0, n, acc);
         }
-        if (fold && full) {
+        if (fold && full && p->dbl) {
+            ce_requant_pairs_dbl(acc, p->rq + 6 * j0, out0 + 2 * j0, out1 + 2 * j0, n);
+        } else if (fold && full) {
             ce_requant_pairs_ssat(acc, p->rq + 6 * j0, out0 + 2 * j0, out1 + 2 * j0, n);
         } else {
             /* pointers stepped per channel pair (no index arithmetic, no spills in the output stage) */

@@ -44,6 +44,8 @@ typedef struct {
     int16_t depth_multiplier; /* depthwise only */
     int16_t inplace;          /* output overwrites the input buffer (planner decision) */
     int16_t wide;             /* conv: weights stored as int16 pair words (see ce_kernels.c), else int8 */
+    int16_t dbl;              /* conv (wide, activation range all of int8): weights and bias doubled, rq holds
+                               * {mult, 2 khi, -shift} for the doubled accumulators (ce_fold2) */
     int16_t in_offset, out_offset, act_min, act_max;
     int32_t k_padded;         /* conv: k_h*k_w*in_c rounded up to a multiple of 4 (int4 weights: of 8) */
     const int8_t *weights;  /* conv: [out_c][k_padded], pair-interleaved (see ce_kernels.c); dw: [k_h][k_w][out_c];

@@ -1,0 +1,52 @@
+"""Convolutions with int16 weights run on doubled accumulators (weights and bias doubled, one SMMLAR per output)
+only when every accumulator provably stays below 2^30 (|bias| + 255 * sum |w| per output channel) and the
+activation range is all of int8; otherwise the same layer takes the single-SMLAL output stage. Both are bit-exact
+with TFLM's reference kernels on the host and on the emulated Cortex-M4."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from firmware_export.cgen.bench import run_c_bench
+from firmware_export.m4.tools import tools_available
+
+REF = Path(__file__).resolve().parents[2] / "shared/models/reference/mlperftiny__kws_ref_model.tflite"
+
+pytestmark = pytest.mark.skipif(not REF.is_file(), reason=f"reference model {REF} not present")
+
+
+def _dbl_flags(folder: Path) -> list[int]:
+    text = "".join(p.read_text() for p in folder.glob("*.c") if p.name != "ce_kernels.c")
+    return [int(v) for v in re.findall(r"\.dbl = (\d)", text)]
+
+
+def _big_bias_model(tmp_path: Path) -> Path:
+    pytest.importorskip("tensorflow")
+    from tests.model_edit import set_conv_bias
+
+    # DS-CNN's second CONV_2D (a 1x1, 64 -> 64, int16 weights): channel 5's bias at 2^30 puts its accumulator
+    # bound past 2^30, so the whole layer keeps the single-SMLAL output stage; the other channels still vary
+    path = tmp_path / "big_bias.tflite"
+    path.write_bytes(set_conv_bias(REF.read_bytes(), 1, 5, 1 << 30))
+    return path
+
+
+def test_doubled_accumulators_chosen_by_the_bound_and_bit_exact_on_host(tmp_path):
+    from tests.test_cengine import assert_bit_exact_on_host
+
+    assert_bit_exact_on_host(REF, tmp_path / "ref", n=30)
+    flags = _dbl_flags(tmp_path / "ref")
+    assert flags.count(1) == 5, flags  # the first conv and the four 1x1 convs; the depthwise layers are not wide
+    path = _big_bias_model(tmp_path)
+    assert_bit_exact_on_host(path, tmp_path / "big", n=30)
+    assert _dbl_flags(tmp_path / "big").count(1) == 4
+
+
+@pytest.mark.skipif(not tools_available(), reason="arm-none-eabi-gcc / qemu-system-arm not installed")
+def test_doubled_and_single_output_stages_bit_exact_on_cortex_m4(tmp_path):
+    path = _big_bias_model(tmp_path)
+    res = run_c_bench(path, runtime="qemu-m4", runs=30, seed=7, keep_dir=tmp_path / "m4")
+    assert res["runs"] == 30 and res["outputs_match"], res.get("first_mismatch")
