@@ -491,6 +491,66 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     }
 }
 
+/* The interleaved columns of two pixels of one output row (pix, pix + 1) in one pass, for the two common layouts:
+ * 1 x 1 without padding (channels a multiple of 4) and staged rows (other channel counts). Returns 0 (nothing
+ * written) for any other layer or when pix + 1 starts the next row. */
+static int ce_im2col2(const ce_conv_params *p, const int8_t *in, int32_t pix, int32_t *col, const ce_conv_state *st)
+{
+    const int32_t ic = p->in_c, ow = p->out_w;
+    const int32_t oy = pix / ow, ox = pix - oy * ow;
+    const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
+    const int32_t step = p->stride_w * ic; /* pixel B's input is this many bytes after pixel A's */
+    const int8_t *a;
+    int32_t *dst = col;
+    if (ox + 1 >= ow) {
+        return 0;
+    }
+    if ((ic & 3) == 0 && p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 && p->pad_l == 0) {
+        const int8_t *end;
+        a = ce_in_row(p, in, st, oy * p->stride_h) + ox * step;
+        end = a + ic;
+        do {
+            const int32_t va = ce_rd32(a), vb = ce_rd32(a + step);
+            dst[0] = ce_sxtab16(off2, va);
+            dst[1] = ce_sxtab16_ror8(off2, va);
+            dst[2] = ce_sxtab16(off2, vb);
+            dst[3] = ce_sxtab16_ror8(off2, vb);
+            dst += 4;
+            a += 4;
+        } while (a != end);
+        return 1;
+    }
+    if (st->rp != NULL) {
+        ce_rows *rows = st->rp;
+        const int32_t rowp = (p->k_w * ic + 3) & ~3;
+        const int32_t prow = oy * p->stride_h;
+        const int32_t slots = rows->slots, wp = rows->wp, dil = p->dil_h, kh = p->k_h;
+        const int8_t *ring = rows->ring + ox * step;
+        int32_t slot = prow % slots, ky;
+        ce_rows_upto(p, in, rows, prow + (kh - 1) * dil);
+        for (ky = 0; ky < kh; ++ky) {
+            const int8_t *end;
+            a = ring + slot * wp;
+            end = a + rowp;
+            do {
+                const int32_t va = ce_rd32(a), vb = ce_rd32(a + step);
+                dst[0] = ce_sxtab16(off2, va);
+                dst[1] = ce_sxtab16_ror8(off2, va);
+                dst[2] = ce_sxtab16(off2, vb);
+                dst[3] = ce_sxtab16_ror8(off2, vb);
+                dst += 4;
+                a += 4;
+            } while (a != end);
+            slot += dil;
+            if (slot >= slots) {
+                slot -= slots;
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* Pairs of weight rows (pair-interleaved) x two columns (interleaved): for each of `pairs` consecutive row pairs,
  * acc[4j..4j+3] = {row a col A, row a col B, row b col A, row b col B} + the pair's biases (bias[2j], bias[2j+1]);
  * groups >= 1. ce_dot_pairs: int8 weights (8 bytes per group and pair); ce_dot16_pairs: int16 weights (p->wide, 16
@@ -857,8 +917,10 @@ static void ce_conv2d_range(const ce_conv_params *p, const int8_t *in, int8_t *o
             /* a last odd pixel goes through the pair path as both pixels (out1 = out0: the same values twice) */
             const int32_t pix_b = pix + 1 < pix1 ? pix + 1 : pix;
             int8_t *out1 = out0 + (pix_b - pix) * oc_n;
-            ce_im2col(p, in, pix, col, 4, st);
-            ce_im2col(p, in, pix_b, col + 2, 4, st);
+            if (pix_b == pix || !ce_im2col2(p, in, pix, col, st)) {
+                ce_im2col(p, in, pix, col, 4, st);
+                ce_im2col(p, in, pix_b, col + 2, 4, st);
+            }
             if (p->rq == NULL) {
                 oc = ce_conv_pairs(p, col, out0, out1, 0, 0);
             } else if (act_min == -128 && act_max == 127) {
