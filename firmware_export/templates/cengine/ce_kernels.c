@@ -28,6 +28,19 @@ static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return __sm
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return __smlabt(a, b, acc); }
 static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc) { return __smladx(a, b, acc); }
 static inline int32_t ce_dbl16(int32_t a) { return __sadd16(a, a); }
+/* (bottom of a, bottom of b) and (top of a, top of b) */
+static inline int32_t ce_pack_lo(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+static inline int32_t ce_pack_hi(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 /* high word of (hi << 32) + x * m + 2^31: one SMMLAR */
 static inline int32_t ce_smmlar(int32_t x, int32_t m, int32_t hi)
 {
@@ -91,6 +104,8 @@ static inline int32_t ce_smlatb(int32_t a, int32_t b, int32_t acc) { return acc 
 static inline int32_t ce_smlabt(int32_t a, int32_t b, int32_t acc) { return acc + ce_lo16(a) * ce_hi16(b); }
 static inline int32_t ce_smladx(int32_t a, int32_t b, int32_t acc) { return ce_smlatb(a, b, ce_smlabt(a, b, acc)); }
 static inline int32_t ce_dbl16(int32_t a) { return ce_mk16(2 * ce_lo16(a), 2 * ce_hi16(a)); }
+static inline int32_t ce_pack_lo(int32_t a, int32_t b) { return ce_mk16(ce_lo16(a), ce_lo16(b)); }
+static inline int32_t ce_pack_hi(int32_t a, int32_t b) { return ce_mk16(ce_hi16(a), ce_hi16(b)); }
 static inline int32_t ce_smmlar(int32_t x, int32_t m, int32_t hi)
 {
     return (int32_t)(((int64_t)hi * 4294967296LL + (int64_t)x * m + 2147483648LL) >> 32);
@@ -120,6 +135,8 @@ static inline int32_t ce_rd32(const void *p)
     memcpy(&v, p, 4);
     return v;
 }
+
+static inline void ce_wr32(void *p, int32_t v) { memcpy(p, &v, 4); }
 
 
 /* ---- TFLite fixed-point arithmetic ------------------------------------------------------------ */
@@ -1152,7 +1169,23 @@ static void ce_dw3_stage(const ce_conv_params *p, const int8_t *in, int16_t *slo
     {
         const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
         const int8_t *src = in + iy * p->in_w * ch;
-        for (x = 0; x < p->in_w; ++x) {
+        for (x = 0; x + 1 < p->in_w; x += 2) {
+            /* two pixels: one word (x, x + 1) per channel row */
+            int16_t *dst = slot + x + p->pad_l;
+            for (c = 0; c < ch; c += 4) {
+                const int32_t va = ce_rd32(src), vb = ce_rd32(src + ch);
+                const int32_t a02 = ce_sxtab16(off2, va), a13 = ce_sxtab16_ror8(off2, va);
+                const int32_t b02 = ce_sxtab16(off2, vb), b13 = ce_sxtab16_ror8(off2, vb);
+                src += 4;
+                ce_wr32(dst, ce_pack_lo(a02, b02));
+                ce_wr32(dst + pw, ce_pack_lo(a13, b13));
+                ce_wr32(dst + 2 * pw, ce_pack_hi(a02, b02));
+                ce_wr32(dst + 3 * pw, ce_pack_hi(a13, b13));
+                dst += 4 * pw;
+            }
+            src += ch;
+        }
+        for (; x < p->in_w; ++x) {
             int16_t *dst = slot + x + p->pad_l;
             for (c = 0; c < ch; c += 4) {
                 const int32_t v = ce_rd32(src);
