@@ -508,6 +508,42 @@ static void ce_im2col(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     }
 }
 
+/* n groups of two pixels' inputs (a, a + step) widened into interleaved column words: per group A (x0,x2), A (x1,x3),
+ * B (x0,x2), B (x1,x3); returns the next column word */
+static inline int32_t *ce_widen2(const int8_t *a, int32_t step, int32_t n, int32_t off2, int32_t *dst)
+{
+#if defined(CE_ARM_DSP) && defined(__thumb2__) && !defined(CE_NO_ASM)
+    int32_t t0, t1, t2, t3;
+    __asm__ volatile("1:\n\t"
+                     "ldr %[t2], [%[s], %[k]]\n\t"
+                     "ldr %[t0], [%[s]], #4\n\t"
+                     "sxtab16 %[t1], %[o], %[t0], ror #8\n\t"
+                     "sxtab16 %[t0], %[o], %[t0]\n\t"
+                     "sxtab16 %[t3], %[o], %[t2], ror #8\n\t"
+                     "sxtab16 %[t2], %[o], %[t2]\n\t"
+                     "strd %[t0], %[t1], [%[d]], #8\n\t"
+                     "strd %[t2], %[t3], [%[d]], #8\n\t"
+                     "subs %[m], %[m], #1\n\t"
+                     "bne 1b\n\t"
+                     : [s] "+r"(a), [d] "+r"(dst), [m] "+r"(n), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2),
+                       [t3] "=&r"(t3)
+                     : [o] "r"(off2), [k] "r"(step)
+                     : "cc", "memory");
+    return dst;
+#else
+    while (n-- > 0) {
+        const int32_t va = ce_rd32(a), vb = ce_rd32(a + step);
+        dst[0] = ce_sxtab16(off2, va);
+        dst[1] = ce_sxtab16_ror8(off2, va);
+        dst[2] = ce_sxtab16(off2, vb);
+        dst[3] = ce_sxtab16_ror8(off2, vb);
+        dst += 4;
+        a += 4;
+    }
+    return dst;
+#endif
+}
+
 /* The interleaved columns of two pixels of one output row (pix, pix + 1) in one pass, for the two common layouts:
  * 1 x 1 without padding (channels a multiple of 4) and staged rows (other channel counts). Returns 0 (nothing
  * written) for any other layer or when pix + 1 starts the next row. */
@@ -517,24 +553,12 @@ static int ce_im2col2(const ce_conv_params *p, const int8_t *in, int32_t pix, in
     const int32_t oy = pix / ow, ox = pix - oy * ow;
     const int32_t off2 = ce_pack16(p->in_offset, p->in_offset);
     const int32_t step = p->stride_w * ic; /* pixel B's input is this many bytes after pixel A's */
-    const int8_t *a;
     int32_t *dst = col;
     if (ox + 1 >= ow) {
         return 0;
     }
     if ((ic & 3) == 0 && p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 && p->pad_l == 0) {
-        const int8_t *end;
-        a = ce_in_row(p, in, st, oy * p->stride_h) + ox * step;
-        end = a + ic;
-        do {
-            const int32_t va = ce_rd32(a), vb = ce_rd32(a + step);
-            dst[0] = ce_sxtab16(off2, va);
-            dst[1] = ce_sxtab16_ror8(off2, va);
-            dst[2] = ce_sxtab16(off2, vb);
-            dst[3] = ce_sxtab16_ror8(off2, vb);
-            dst += 4;
-            a += 4;
-        } while (a != end);
+        ce_widen2(ce_in_row(p, in, st, oy * p->stride_h) + ox * step, step, ic >> 2, off2, dst);
         return 1;
     }
     if (st->rp != NULL) {
@@ -546,18 +570,7 @@ static int ce_im2col2(const ce_conv_params *p, const int8_t *in, int32_t pix, in
         int32_t slot = prow % slots, ky;
         ce_rows_upto(p, in, rows, prow + (kh - 1) * dil);
         for (ky = 0; ky < kh; ++ky) {
-            const int8_t *end;
-            a = ring + slot * wp;
-            end = a + rowp;
-            do {
-                const int32_t va = ce_rd32(a), vb = ce_rd32(a + step);
-                dst[0] = ce_sxtab16(off2, va);
-                dst[1] = ce_sxtab16_ror8(off2, va);
-                dst[2] = ce_sxtab16(off2, vb);
-                dst[3] = ce_sxtab16_ror8(off2, vb);
-                dst += 4;
-                a += 4;
-            } while (a != end);
+            dst = ce_widen2(ring + slot * wp, step, rowp >> 2, off2, dst);
             slot += dil;
             if (slot >= slots) {
                 slot -= slots;
