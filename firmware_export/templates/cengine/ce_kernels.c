@@ -1174,9 +1174,7 @@ static void ce_dw3_stage(const ce_conv_params *p, const int8_t *in, int16_t *slo
     const int32_t ch = p->in_c;
     int32_t x, c;
     if (iy < 0 || iy >= p->in_h) {
-        for (c = 0; c < ch * pw; ++c) {
-            slot[c] = 0;
-        }
+        memset(slot, 0, (size_t)(2 * ch * pw));
         return;
     }
     {
@@ -1586,10 +1584,8 @@ static CE_ALWAYS_INLINE void ce_dw3_run(const ce_conv_params *p, const int8_t *i
     const int32_t slot_len = ch * pw;
     const int32_t sh = p->stride_h;
     const int full = p->act_min == -128 && p->act_max == 127;
-    int32_t oy, i, staged = 0;
-    for (i = 0; i < 3 * slot_len; ++i) {
-        scratch[i] = 0;
-    }
+    int32_t oy, staged = 0;
+    memset(scratch, 0, (size_t)(6 * slot_len));
     for (oy = 0; oy < p->out_h; ++oy) {
         /* padded rows oy*sh .. oy*sh + 2 in slots (row % 3); in place (stride 1) row oy + 2 is staged before output
          * row oy overwrites input row oy */
