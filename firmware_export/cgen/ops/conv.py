@@ -92,6 +92,10 @@ def fused_fc(bld, op, consumers: dict[int, list]):
     return fc if ok else None
 
 
+# sizeof(ce_dw3p_tile_args): the row-ring 3x3 depthwise kernel's per-channel constants (ce_dw3_table)
+DW3_ROW_ARGS_BYTES = 68
+
+
 def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
     b = op.inputs[2] if len(op.inputs) > 2 else -1
@@ -175,6 +179,8 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
             inplace = 1
     elif dw3x3:
         scratch = 3 * ic * ((ow - 1) * sw + 4) * 2  # ring of three int16 channel-major input rows (ce_dw3_pw)
+        if not w4 and hn != "NULL" and (lo, hi) == (-128, 127) and ow >= 2:  # ce_dw3_table_used
+            scratch += ic * DW3_ROW_ARGS_BYTES
         planes = 4 * ((oh - 1) * sh + 3) * ((ow - 1) * sw + 4) * 2  # four int16 channel planes (ce_dw3p_ph)
         dw3_planes = not w4 and planes <= scratch  # small feature maps: by channel planes, in no more scratch
         if dw3_planes:

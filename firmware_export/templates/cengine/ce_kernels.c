@@ -1228,6 +1228,8 @@ typedef struct {
     int32_t q_step, o_step;  /* 2 * pwb - tile_bytes; 2 * orow - (2 * ntiles + odd) * ch */
     int32_t odd;             /* out_w odd: the last column of each row of tiles (column A of a tile) too */
 } ce_dw3p_tile_args;
+/* the generator reserves this many bytes per channel for the row kernel's table (cgen.ops.conv.DW3_ROW_ARGS_BYTES) */
+typedef char ce_dw3p_tile_args_is_68_bytes[sizeof(ce_dw3p_tile_args) == 68 ? 1 : -1];
 
 #define CE_DW3_BIAS_MAX (1 << 29)
 
@@ -1422,11 +1424,36 @@ static void ce_dw3s2_row2(const int16_t *x0, const int16_t *x1, const int16_t *x
 }
 #endif
 
+/* The row-ring kernel keeps one ce_dw3p_tile_args per channel after its three row slots (the generator adds
+ * in_c * sizeof(ce_dw3p_tile_args) of scratch under the same condition) when the assembly rows apply: int8 weights,
+ * the branch-free output stage, the activation range all of int8, out_w >= 2. A channel whose |bias| is above
+ * CE_DW3_BIAS_MAX gets tile_bytes 0 (the C rows). */
+static int ce_dw3_table_used(const ce_conv_params *p, const int w4)
+{
+    return !w4 && p->rq != NULL && p->act_min == -128 && p->act_max == 127 && p->out_w >= 2;
+}
+
+static void ce_dw3_table(const ce_conv_params *p, ce_dw3p_tile_args *tab)
+{
+    const int32_t ch = p->in_c;
+    const int32_t tile_bytes = (p->stride_w == 2 ? 8 : 4) * (p->out_w >> 1);
+    int32_t c;
+    for (c = 0; c < ch; ++c) {
+        const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
+        const int32_t k[5] = {ce_sxtb16(wa), ce_sxtb16_ror8(wa), ce_sxtb16(wb), ce_sxtb16_ror8(wb),
+                              p->weights[8 * ch + c]};
+        const int32_t bias = p->bias[c];
+        ce_dw3_args(&tab[c], k, bias, p->rq[3 * c], p->rq[3 * c + 1], p->shift[c]);
+        tab[c].ch = ch;
+        tab[c].tile_bytes = bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX ? tile_bytes : 0;
+    }
+}
+
 /* one output row of every channel from the staged rows r0..r2; fold / full as in ce_conv_pairs; w4: int4 weights
  * (ce_depthwise3x3_s8_w4's layout) */
 static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
-                                        const int16_t *r2, int8_t *dst_row, const int fold, const int full,
-                                        const int w4)
+                                        const int16_t *r2, int8_t *dst_row, const ce_dw3p_tile_args *tab,
+                                        const int fold, const int full, const int w4)
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
@@ -1434,6 +1461,14 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t ox, c;
     for (c = 0; c < ch; ++c) {
+        int32_t ox0 = 0;
+        if (tab != NULL && tab[c].tile_bytes != 0) {
+            ce_dw3_row2(r0 + c * pw, r1 + c * pw, r2 + c * pw, dst_row + c, &tab[c]);
+            if ((ow & 1) == 0) {
+                continue;
+            }
+            ox0 = ow - 1;
+        }
         /* k01_r = (w[r][0], w[r][1]); k2_01 = (w[0][2], w[1][2]); k2_2 = w[2][2] */
         int32_t k01_0, k01_1, k01_2, k2_01, k2_2;
         if (w4) {
@@ -1456,19 +1491,8 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
         const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
         const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
-        int8_t *dst = dst_row + c;
-        ox = 0;
-        if (!w4 && fold && full && ow >= 2 && bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX) {
-            const int32_t k[5] = {k01_0, k01_1, k01_2, k2_01, k2_2};
-            ce_dw3p_tile_args a;
-            ce_dw3_args(&a, k, bias, mult, khi, shift);
-            a.ch = ch;
-            a.tile_bytes = 4 * (ow >> 1);
-            ce_dw3_row2(x0, x1, x2, dst, &a);
-            ox = ow & ~1;
-            dst += ox * ch;
-        }
-        for (; ox + 1 < ow; ox += 2) {
+        int8_t *dst = dst_row + c + ox0 * ch;
+        for (ox = ox0; ox + 1 < ow; ox += 2) {
             int32_t a = bias, b = bias, v;
             v = ce_rd32(x0 + ox + 2);
             a = ce_smlad(ce_rd32(x0 + ox), k01_0, a);
@@ -1509,7 +1533,8 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
 /* stride 2: output ox reads x[2ox .. 2ox+2], i.e. the aligned words (x[2ox], x[2ox+1]) and (x[2ox+2], x[2ox+3]);
  * two outputs per step share the middle word: a = SMLAD(A, (w0, w1)) + B.lo * w2, b = SMLAD(B, (w0, w1)) + C.lo * w2 */
 static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
-                                          const int16_t *r2, int8_t *dst_row, const int fold, const int full)
+                                          const int16_t *r2, int8_t *dst_row, const ce_dw3p_tile_args *tab,
+                                          const int fold, const int full)
 {
     const int32_t ch = p->in_c;
     const int32_t ow = p->out_w;
@@ -1517,25 +1542,22 @@ static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t ox, c;
     for (c = 0; c < ch; ++c) {
+        int32_t ox0 = 0;
+        if (tab != NULL && tab[c].tile_bytes != 0) {
+            ce_dw3s2_row2(r0 + c * pw, r1 + c * pw, r2 + c * pw, dst_row + c, &tab[c]);
+            if ((ow & 1) == 0) {
+                continue;
+            }
+            ox0 = ow - 1;
+        }
         const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
         const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
         const int32_t k2_01 = ce_sxtb16_ror8(wb), k2_2 = p->weights[8 * ch + c];
         const int32_t bias = p->bias[c], mult = p->mult[c], shift = p->shift[c];
         const int32_t khi = fold ? p->rq[3 * c + 1] : 0;
         const int16_t *x0 = r0 + c * pw, *x1 = r1 + c * pw, *x2 = r2 + c * pw;
-        int8_t *dst = dst_row + c;
-        ox = 0;
-        if (fold && full && ow >= 2 && bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX) {
-            const int32_t k[5] = {k01_0, k01_1, k01_2, k2_01, k2_2};
-            ce_dw3p_tile_args a;
-            ce_dw3_args(&a, k, bias, mult, khi, shift);
-            a.ch = ch;
-            a.tile_bytes = 8 * (ow >> 1);
-            ce_dw3s2_row2(x0, x1, x2, dst, &a);
-            ox = ow & ~1;
-            dst += ox * ch;
-        }
-        for (; ox + 1 < ow; ox += 2) {
+        int8_t *dst = dst_row + c + ox0 * ch;
+        for (ox = ox0; ox + 1 < ow; ox += 2) {
             const int32_t i = 2 * ox;
             int32_t a = bias, b = bias, v;
             v = ce_rd32(x0 + i + 2);
@@ -1585,7 +1607,12 @@ static CE_ALWAYS_INLINE void ce_dw3_run(const ce_conv_params *p, const int8_t *i
     const int32_t sh = p->stride_h;
     const int full = p->act_min == -128 && p->act_max == 127;
     int32_t oy, staged = 0;
+    /* the assembly rows' per-channel constants, once per layer, after the three row slots (ce_dw3_table) */
+    ce_dw3p_tile_args *tab = ce_dw3_table_used(p, w4) ? (ce_dw3p_tile_args *)(void *)(scratch + 3 * slot_len) : NULL;
     memset(scratch, 0, (size_t)(6 * slot_len));
+    if (tab != NULL) {
+        ce_dw3_table(p, tab);
+    }
     for (oy = 0; oy < p->out_h; ++oy) {
         /* padded rows oy*sh .. oy*sh + 2 in slots (row % 3); in place (stride 1) row oy + 2 is staged before output
          * row oy overwrites input row oy */
@@ -1598,24 +1625,24 @@ static CE_ALWAYS_INLINE void ce_dw3_run(const ce_conv_params *p, const int8_t *i
         }
         if (w4) { /* int4: stride 1 (generator), generic or branch-free output stage */
             if (p->rq == NULL) {
-                ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0, 1);
+                ce_dw3_row(p, r0, r1, r2, dst_row, NULL, 0, 0, 1);
             } else {
-                ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0, 1);
+                ce_dw3_row(p, r0, r1, r2, dst_row, NULL, 1, 0, 1);
             }
         } else if (p->stride_w == 2) {
             if (p->rq == NULL) {
-                ce_dw3s2_row(p, r0, r1, r2, dst_row, 0, 0);
+                ce_dw3s2_row(p, r0, r1, r2, dst_row, NULL, 0, 0);
             } else if (full) {
-                ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 1);
+                ce_dw3s2_row(p, r0, r1, r2, dst_row, tab, 1, 1);
             } else {
-                ce_dw3s2_row(p, r0, r1, r2, dst_row, 1, 0);
+                ce_dw3s2_row(p, r0, r1, r2, dst_row, NULL, 1, 0);
             }
         } else if (p->rq == NULL) {
-            ce_dw3_row(p, r0, r1, r2, dst_row, 0, 0, 0);
+            ce_dw3_row(p, r0, r1, r2, dst_row, NULL, 0, 0, 0);
         } else if (full) {
-            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 1, 0);
+            ce_dw3_row(p, r0, r1, r2, dst_row, tab, 1, 1, 0);
         } else {
-            ce_dw3_row(p, r0, r1, r2, dst_row, 1, 0, 0);
+            ce_dw3_row(p, r0, r1, r2, dst_row, NULL, 1, 0, 0);
         }
     }
 }
