@@ -6,17 +6,21 @@
  * TFLM's reference kernels.
  *
  * The output stage of CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED folds the two roundings into one 64-bit
- * multiply-accumulate (SMLAL) whose rounding constant depends on the accumulator's sign; pairs of outputs are
- * clamped with SSAT when the activation range is all of int8.
- * 3x3 stride-1 depthwise convolutions have their own kernel (ce_depthwise3x3_s8: int16 channel-major row ring,
- * one SMLAD per two taps).
+ * multiply-accumulate (SMLAL) whose rounding constant depends on the accumulator's sign; on doubled accumulators
+ * (weights and bias doubled where the generator proves |acc| < 2^30: int16-weight convolutions, the 3x3 depthwise
+ * assembly) one SMMLAR does it. Per-channel constants are triplets {mult, khi, rs} (rq) loaded with one LDM; outputs
+ * are clamped with SSAT when the activation range is all of int8.
+ * 3x3 depthwise convolutions have their own kernels: an int16 channel-major row ring (ce_depthwise3x3_s8, two
+ * output columns per step) and, on small feature maps, int16 channel planes in 2 x 2 output tiles
+ * (ce_depthwise3x3_plane_s8; PKHTB + SMLADX for the odd column).
  *
  * One algorithm, two implementations of its SIMD primitives, both bit-exact:
- *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SXTB16/SXTAB16/SMLAD/SMLAL/SSAT intrinsics and an SMLAD inline-assembly
- *     inner loop (2 output channels x 2 output pixels over an int16 im2col column);
+ *   - Cortex-M4/M7/M33 (__ARM_FEATURE_DSP): SXTB16/SXTAB16/SMLAD/SMLADX/PKH/SMLAL/SMMLAR/SSAT intrinsics and Thumb-2
+ *     assembly for the hot loops (2 output channels x 2 output pixels over an int16 im2col column, the output
+ *     stages of channel pairs, the two-pixel im2col, the 3x3 depthwise rows and tiles);
  *   - portable C99 equivalents of the same instructions for any other target (host tests run this path).
  * Define CE_NO_DSP to force the portable path on a DSP-capable core, CE_NO_ASM to keep the DSP intrinsics but
- * replace the inline-assembly inner loop (used in optimised builds only) by C.
+ * replace the assembly loops (used in optimised builds only) by C.
  *
  * int4 weights (the *_w4 kernels, same parameter structs): packed two per byte in flash (layouts in ce_kernels.c)
  * and unpacked in registers as they are used (AND + SXTB16 into the same int16 pairs), no unpacking buffer.
