@@ -596,6 +596,19 @@ void ce_dot_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int
 void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const int32_t *bias, int32_t pairs,
                     int32_t *acc);
 
+/* an out-of-line Thumb-2 function in its own section (garbage-collected when unused) */
+#define CE_ASM_BEGIN(name)                                                                                      \
+    ".pushsection .text." #name ",\"ax\",%progbits\n\t"                                                         \
+    ".syntax unified\n\t"                                                                                       \
+    ".thumb\n\t"                                                                                                \
+    ".align 2\n\t"                                                                                              \
+    ".global " #name "\n\t"                                                                                     \
+    ".type " #name ", %function\n\t"                                                                            \
+    ".thumb_func\n" #name ":\n\t"
+#define CE_ASM_END(name)                                                                                        \
+    ".size " #name ", . - " #name "\n\t"                                                                        \
+    ".popsection\n"
+
 #define CE_ASM_SMLAD8                                                                                           \
     "smlad r2, r10, r6, r2\n\t"                                                                                 \
     "smlad r3, r10, r8, r3\n\t"                                                                                 \
@@ -615,13 +628,7 @@ void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const i
     "sxtb16 lr, lr, ror #8\n\t" CE_ASM_SMLAD8
 
 #define CE_ASM_PAIRS(name, GROUP)                                                                               \
-    __asm__(".pushsection .text." #name ",\"ax\",%progbits\n\t"                                                 \
-            ".syntax unified\n\t"                                                                               \
-            ".thumb\n\t"                                                                                        \
-            ".align 2\n\t"                                                                                      \
-            ".global " #name "\n\t"                                                                             \
-            ".type " #name ", %function\n\t"                                                                    \
-            ".thumb_func\n" #name ":\n\t"                                                                       \
+    __asm__(CE_ASM_BEGIN(name)                                                                                  \
             "push {r4-r11, lr}\n\t"                                                                             \
             "sub sp, sp, #28\n\t"                                                                               \
             "str r1, [sp]\n\t"                                                                                  \
@@ -664,9 +671,7 @@ void ce_dot16_pairs(const int8_t *w, const int32_t *col, int32_t groups, const i
             "str r12, [sp, #16]\n\t"                                                                            \
             "bne 1b\n\t"                                                                                        \
             "add sp, sp, #28\n\t"                                                                               \
-            "pop {r4-r11, pc}\n\t"                                                                              \
-            ".size " #name ", . - " #name "\n\t"                                                                \
-            ".popsection\n");
+            "pop {r4-r11, pc}\n\t" CE_ASM_END(name));
 
 CE_ASM_PAIRS(ce_dot_pairs, CE_ASM_GROUP8)
 CE_ASM_PAIRS(ce_dot16_pairs, CE_ASM_GROUP16)
@@ -799,45 +804,19 @@ void ce_requant_pairs_dbl(const int32_t *acc, const int32_t *rq, int8_t *o0, int
     "ssat r12, #8, r12\n\t"                                                                                     \
     "strb r12, [" O "], #1\n\t"
 
-__asm__(".pushsection .text.ce_requant_pairs_dbl,\"ax\",%progbits\n\t"
-        ".syntax unified\n\t"
-        ".thumb\n\t"
-        ".align 2\n\t"
-        ".global ce_requant_pairs_dbl\n\t"
-        ".type ce_requant_pairs_dbl, %function\n\t"
-        ".thumb_func\n"
-        "ce_requant_pairs_dbl:\n\t"
-        "push {r4-r11, lr}\n\t"
-        "ldr lr, [sp, #36]\n"
-        "1:\n\t"
-        "ldmia r0!, {r4-r7}\n\t"
-        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ2("r4", "r2") CE_ASM_RQ2("r5", "r3")
-        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ2("r6", "r2") CE_ASM_RQ2("r7", "r3")
-        "subs lr, lr, #1\n\t"
-        "bne 1b\n\t"
-        "pop {r4-r11, pc}\n\t"
-        ".size ce_requant_pairs_dbl, . - ce_requant_pairs_dbl\n\t"
-        ".popsection\n");
+#define CE_ASM_REQUANT_PAIRS(name, RQ)                                                                          \
+    __asm__(CE_ASM_BEGIN(name) "push {r4-r11, lr}\n\t"                                                          \
+            "ldr lr, [sp, #36]\n"                                                                               \
+            "1:\n\t"                                                                                            \
+            "ldmia r0!, {r4-r7}\n\t"                                                                            \
+            "ldmia r1!, {r8-r10}\n\t" RQ("r4", "r2") RQ("r5", "r3")                                             \
+            "ldmia r1!, {r8-r10}\n\t" RQ("r6", "r2") RQ("r7", "r3")                                             \
+            "subs lr, lr, #1\n\t"                                                                               \
+            "bne 1b\n\t"                                                                                        \
+            "pop {r4-r11, pc}\n\t" CE_ASM_END(name));
 
-__asm__(".pushsection .text.ce_requant_pairs_ssat,\"ax\",%progbits\n\t"
-        ".syntax unified\n\t"
-        ".thumb\n\t"
-        ".align 2\n\t"
-        ".global ce_requant_pairs_ssat\n\t"
-        ".type ce_requant_pairs_ssat, %function\n\t"
-        ".thumb_func\n"
-        "ce_requant_pairs_ssat:\n\t"
-        "push {r4-r11, lr}\n\t"
-        "ldr lr, [sp, #36]\n"
-        "1:\n\t"
-        "ldmia r0!, {r4-r7}\n\t"
-        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ1("r4", "r2") CE_ASM_RQ1("r5", "r3")
-        "ldmia r1!, {r8-r10}\n\t" CE_ASM_RQ1("r6", "r2") CE_ASM_RQ1("r7", "r3")
-        "subs lr, lr, #1\n\t"
-        "bne 1b\n\t"
-        "pop {r4-r11, pc}\n\t"
-        ".size ce_requant_pairs_ssat, . - ce_requant_pairs_ssat\n\t"
-        ".popsection\n");
+CE_ASM_REQUANT_PAIRS(ce_requant_pairs_ssat, CE_ASM_RQ1)
+CE_ASM_REQUANT_PAIRS(ce_requant_pairs_dbl, CE_ASM_RQ2)
 #else
 static void ce_requant_pairs_ssat(const int32_t *acc, const int32_t *rq, int8_t *o0, int8_t *o1, int32_t npairs)
 {
@@ -1259,28 +1238,35 @@ static void ce_dw3_args(ce_dw3p_tile_args *a, const int32_t k[5], int32_t bias, 
  * rs, output, ch; frame [sp] weights, [sp+20] mult, khi, rs, [sp+32] output, [sp+36] ch, [sp+40] end of row 0 */
 void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst, const ce_dw3p_tile_args *a);
 
-__asm__(".pushsection .text.ce_dw3_row2,\"ax\",%progbits\n\t"
-        ".syntax unified\n\t"
-        ".thumb\n\t"
-        ".align 2\n\t"
-        ".global ce_dw3_row2\n\t"
-        ".type ce_dw3_row2, %function\n\t"
-        ".thumb_func\n"
-        "ce_dw3_row2:\n\t"
-        "push {r4-r11, lr}\n\t"
-        "sub sp, sp, #44\n\t"
-        "ldr r12, [sp, #80]\n\t"
-        "ldm r12, {r4-r11}\n\t"
-        "stm sp, {r4-r11}\n\t"
-        "str r3, [sp, #32]\n\t"
-        "ldr r4, [r12, #40]\n\t"
-        "str r4, [sp, #36]\n\t"
-        "ldr r5, [r12, #32]\n\t"
-        "ldr r4, [r12, #48]\n\t"
-        "add r4, r0, r4\n\t"
-        "str r4, [sp, #40]\n"
-        "1:\n\t"
-        "ldmia sp, {r6-r10}\n\t"
+/* entry: frame from the args (weights, mult, khi, rs, then output, ch, end of row 0), r5 = bias; exit: the output
+ * stage of the two accumulators r3, r4, the output pointer stepped by two pixels, the loop */
+#define CE_ASM_DW3_ROW_ENTRY                                                                                    \
+    "push {r4-r11, lr}\n\t"                                                                                     \
+    "sub sp, sp, #44\n\t"                                                                                       \
+    "ldr r12, [sp, #80]\n\t"                                                                                    \
+    "ldm r12, {r4-r11}\n\t"                                                                                     \
+    "stm sp, {r4-r11}\n\t"                                                                                      \
+    "str r3, [sp, #32]\n\t"                                                                                     \
+    "ldr r4, [r12, #40]\n\t"                                                                                    \
+    "str r4, [sp, #36]\n\t"                                                                                     \
+    "ldr r5, [r12, #32]\n\t"                                                                                    \
+    "ldr r4, [r12, #48]\n\t"                                                                                    \
+    "add r4, r0, r4\n\t"                                                                                        \
+    "str r4, [sp, #40]\n"                                                                                       \
+    "1:\n\t"                                                                                                    \
+    "ldmia sp, {r6-r10}\n\t"
+#define CE_ASM_DW3_ROW_EXIT                                                                                     \
+    "add r11, sp, #20\n\t"                                                                                      \
+    "ldm r11, {r6-r10}\n\t" CE_ASM_RQ("r3") "strb r12, [r9]\n\t" CE_ASM_RQ("r4") "strb r12, [r9, r10]\n\t"     \
+    "add r9, r9, r10, lsl #1\n\t"                                                                               \
+    "str r9, [sp, #32]\n\t"                                                                                     \
+    "ldr r11, [sp, #40]\n\t"                                                                                    \
+    "cmp r0, r11\n\t"                                                                                           \
+    "bne 1b\n\t"                                                                                                \
+    "add sp, sp, #44\n\t"                                                                                       \
+    "pop {r4-r11, pc}\n\t"
+
+__asm__(CE_ASM_BEGIN(ce_dw3_row2) CE_ASM_DW3_ROW_ENTRY
         "ldr r12, [r0, #4]\n\t"
         "ldr r11, [r0], #4\n\t"
         "smlad r3, r11, r6, r5\n\t"
@@ -1301,47 +1287,13 @@ __asm__(".pushsection .text.ce_dw3_row2,\"ax\",%progbits\n\t"
         "smlabb r3, r12, r10, r3\n\t"
         "pkhtb r11, r11, r12\n\t"
         "smladx r4, r11, r8, r4\n\t"
-        "smlatb r4, r12, r10, r4\n\t"
-        "add r11, sp, #20\n\t"
-        "ldm r11, {r6-r10}\n\t"
-        CE_ASM_RQ("r3") "strb r12, [r9]\n\t"
-        CE_ASM_RQ("r4") "strb r12, [r9, r10]\n\t"
-        "add r9, r9, r10, lsl #1\n\t"
-        "str r9, [sp, #32]\n\t"
-        "ldr r11, [sp, #40]\n\t"
-        "cmp r0, r11\n\t"
-        "bne 1b\n\t"
-        "add sp, sp, #44\n\t"
-        "pop {r4-r11, pc}\n\t"
-        ".size ce_dw3_row2, . - ce_dw3_row2\n\t"
-        ".popsection\n");
+        "smlatb r4, r12, r10, r4\n\t" CE_ASM_DW3_ROW_EXIT CE_ASM_END(ce_dw3_row2));
 
 /* stride 2: output columns 2i, 2i + 1 read x[4i .. 4i + 4], the words (x0, x1), (x2, x3), (x4, x5); a->tile_bytes =
  * 8 * npairs */
 void ce_dw3s2_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst, const ce_dw3p_tile_args *a);
 
-__asm__(".pushsection .text.ce_dw3s2_row2,\"ax\",%progbits\n\t"
-        ".syntax unified\n\t"
-        ".thumb\n\t"
-        ".align 2\n\t"
-        ".global ce_dw3s2_row2\n\t"
-        ".type ce_dw3s2_row2, %function\n\t"
-        ".thumb_func\n"
-        "ce_dw3s2_row2:\n\t"
-        "push {r4-r11, lr}\n\t"
-        "sub sp, sp, #44\n\t"
-        "ldr r12, [sp, #80]\n\t"
-        "ldm r12, {r4-r11}\n\t"
-        "stm sp, {r4-r11}\n\t"
-        "str r3, [sp, #32]\n\t"
-        "ldr r4, [r12, #40]\n\t"
-        "str r4, [sp, #36]\n\t"
-        "ldr r5, [r12, #32]\n\t"
-        "ldr r4, [r12, #48]\n\t"
-        "add r4, r0, r4\n\t"
-        "str r4, [sp, #40]\n"
-        "1:\n\t"
-        "ldmia sp, {r6-r10}\n\t"
+__asm__(CE_ASM_BEGIN(ce_dw3s2_row2) CE_ASM_DW3_ROW_ENTRY
         "ldr r12, [r0, #4]\n\t"
         "ldr lr, [r0, #8]\n\t"
         "ldr r11, [r0], #8\n\t"
@@ -1362,20 +1314,7 @@ __asm__(".pushsection .text.ce_dw3s2_row2,\"ax\",%progbits\n\t"
         "smlad r3, r11, r8, r3\n\t"
         "smlabb r3, r12, r10, r3\n\t"
         "smlad r4, r12, r8, r4\n\t"
-        "smlabb r4, lr, r10, r4\n\t"
-        "add r11, sp, #20\n\t"
-        "ldm r11, {r6-r10}\n\t"
-        CE_ASM_RQ("r3") "strb r12, [r9]\n\t"
-        CE_ASM_RQ("r4") "strb r12, [r9, r10]\n\t"
-        "add r9, r9, r10, lsl #1\n\t"
-        "str r9, [sp, #32]\n\t"
-        "ldr r11, [sp, #40]\n\t"
-        "cmp r0, r11\n\t"
-        "bne 1b\n\t"
-        "add sp, sp, #44\n\t"
-        "pop {r4-r11, pc}\n\t"
-        ".size ce_dw3s2_row2, . - ce_dw3s2_row2\n\t"
-        ".popsection\n");
+        "smlabb r4, lr, r10, r4\n\t" CE_ASM_DW3_ROW_EXIT CE_ASM_END(ce_dw3s2_row2));
 #else
 static void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
                         const ce_dw3p_tile_args *a)
@@ -1705,15 +1644,7 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
 void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a);
 
 
-__asm__(".pushsection .text.ce_dw3p_tiles,\"ax\",%progbits\n\t"
-        ".syntax unified\n\t"
-        ".thumb\n\t"
-        ".align 2\n\t"
-        ".global ce_dw3p_tiles\n\t"
-        ".type ce_dw3p_tiles, %function\n\t"
-        ".thumb_func\n"
-        "ce_dw3p_tiles:\n\t"
-        "push {r4-r11, lr}\n\t"
+__asm__(CE_ASM_BEGIN(ce_dw3p_tiles) "push {r4-r11, lr}\n\t"
         "sub sp, sp, #60\n\t"
         "ldm r2, {r3-r11}\n\t" /* k[5], mult, khi, rs, bias */
         "stm sp, {r3-r10}\n\t"
@@ -1845,9 +1776,7 @@ __asm__(".pushsection .text.ce_dw3p_tiles,\"ax\",%progbits\n\t"
         "str r11, [sp, #56]\n\t"
         "bne 1b\n\t"
         "add sp, sp, #60\n\t"
-        "pop {r4-r11, pc}\n\t"
-        ".size ce_dw3p_tiles, . - ce_dw3p_tiles\n\t"
-        ".popsection\n");
+        "pop {r4-r11, pc}\n\t" CE_ASM_END(ce_dw3p_tiles));
 #else
 static void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a)
 {
