@@ -131,20 +131,25 @@ int main(void)
 """
 
 
-@needs_cc
-def test_single_smlal_requantisation_equals_two_step_rounding(tmp_path):
+def _run_check_program(tmp_path, source: str, checked: int) -> None:
+    """Compile a check program against the kernel template (portable path), run it, expect 0 mismatches."""
     import subprocess
 
     from firmware_export.cgen.generator import TEMPLATE_DIR
 
     cc = shutil.which("gcc") or shutil.which("cc")
-    (tmp_path / "check.c").write_text(REQUANT_CHECK_C)
+    (tmp_path / "check.c").write_text(source)
     exe = tmp_path / "check"
     subprocess.run([cc, "-std=c99", "-O2", "-I", str(TEMPLATE_DIR), str(tmp_path / "check.c"), "-o",
                     str(exe)], check=True, capture_output=True, timeout=120)
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "mismatches=0" in out.stdout, out.stdout + out.stderr
-    assert "checked=12000000" in out.stdout
+    assert f"checked={checked}" in out.stdout
+
+
+@needs_cc
+def test_single_smlal_requantisation_equals_two_step_rounding(tmp_path):
+    _run_check_program(tmp_path, REQUANT_CHECK_C, 12000000)
 
 
 # The output stage of the depthwise tiles works on doubled accumulators (weights and bias doubled) so that one
@@ -175,18 +180,7 @@ int main(void)
 
 @needs_cc
 def test_doubled_accumulator_requantisation_equals_two_step_rounding(tmp_path):
-    import subprocess
-
-    from firmware_export.cgen.generator import TEMPLATE_DIR
-
-    cc = shutil.which("gcc") or shutil.which("cc")
-    (tmp_path / "check.c").write_text(FOLD2_CHECK_C)
-    exe = tmp_path / "check"
-    subprocess.run([cc, "-std=c99", "-O2", "-I", str(TEMPLATE_DIR), str(tmp_path / "check.c"), "-o",
-                    str(exe)], check=True, capture_output=True, timeout=120)
-    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "mismatches=0" in out.stdout, out.stdout + out.stderr
-    assert "checked=6000000" in out.stdout
+    _run_check_program(tmp_path, FOLD2_CHECK_C, 6000000)
 
 
 # ---- memory planner --------------------------------------------------------------------------------------------
