@@ -1316,50 +1316,50 @@ __asm__(CE_ASM_BEGIN(ce_dw3s2_row2) CE_ASM_DW3_ROW_ENTRY
         "smlad r4, r12, r8, r4\n\t"
         "smlabb r4, lr, r10, r4\n\t" CE_ASM_DW3_ROW_EXIT CE_ASM_END(ce_dw3s2_row2));
 #else
+/* one kernel row's taps for the two columns: x the row at column A's first input, k01 (w0, w1), k2 w2 (low half) */
+static inline void ce_dw3_taps2(const int16_t *x, int32_t k01, int32_t k2, const int s2, int32_t *a, int32_t *b)
+{
+    const int32_t u = ce_rd32(x), v = ce_rd32(x + 2);
+    *a = ce_smlabb(v, k2, ce_smlad(u, k01, *a));
+    if (s2) {
+        *b = ce_smlabb(ce_rd32(x + 4), k2, ce_smlad(v, k01, *b));
+    } else {
+        *b = ce_smlatb(v, k2, ce_smladx(ce_pkhtb(u, v), k01, *b));
+    }
+}
+
+static void ce_dw3_rows2_c(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
+                           const ce_dw3p_tile_args *a, const int s2)
+{
+    const int32_t n = a->tile_bytes >> (s2 ? 3 : 2), step = s2 ? 4 : 2;
+    const int32_t k2_0 = (int16_t)(uint16_t)((uint32_t)a->k[3] & 0xFFFFu);
+    const int32_t k2_1 = (int16_t)(uint16_t)((uint32_t)a->k[3] >> 16);
+    const int32_t k2_2 = (int16_t)(uint16_t)((uint32_t)a->k[4] & 0xFFFFu);
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        int32_t aa = a->bias, ab = a->bias;
+        ce_dw3_taps2(x0, a->k[0], k2_0, s2, &aa, &ab);
+        ce_dw3_taps2(x1, a->k[1], k2_1, s2, &aa, &ab);
+        ce_dw3_taps2(x2, a->k[2], k2_2, s2, &aa, &ab);
+        dst[0] = (int8_t)ce_ssat8(ce_fold2(aa, a->mult, a->khi, a->rs));
+        dst[a->ch] = (int8_t)ce_ssat8(ce_fold2(ab, a->mult, a->khi, a->rs));
+        x0 += step;
+        x1 += step;
+        x2 += step;
+        dst += 2 * a->ch;
+    }
+}
+
 static void ce_dw3_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
                         const ce_dw3p_tile_args *a)
 {
-    const int32_t n = a->tile_bytes >> 2;
-    const int32_t k01_0 = a->k[0], k01_1 = a->k[1], k01_2 = a->k[2], k2_01 = a->k[3], k2_2 = a->k[4];
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        const int32_t u0 = ce_rd32(x0), v0 = ce_rd32(x0 + 2), u1 = ce_rd32(x1), v1 = ce_rd32(x1 + 2);
-        const int32_t u2 = ce_rd32(x2), v2 = ce_rd32(x2 + 2);
-        const int32_t aa = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01, ce_smlad(u1, k01_1,
-                           ce_smlabb(v0, k2_01, ce_smlad(u0, k01_0, a->bias))))));
-        const int32_t ab = ce_smlatb(v2, k2_2, ce_smladx(ce_pkhtb(u2, v2), k01_2, ce_smlatt(v1, k2_01,
-                           ce_smladx(ce_pkhtb(u1, v1), k01_1, ce_smlatb(v0, k2_01,
-                           ce_smladx(ce_pkhtb(u0, v0), k01_0, a->bias))))));
-        dst[0] = (int8_t)ce_ssat8(ce_fold2(aa, a->mult, a->khi, a->rs));
-        dst[a->ch] = (int8_t)ce_ssat8(ce_fold2(ab, a->mult, a->khi, a->rs));
-        x0 += 2;
-        x1 += 2;
-        x2 += 2;
-        dst += 2 * a->ch;
-    }
+    ce_dw3_rows2_c(x0, x1, x2, dst, a, 0);
 }
 
 static void ce_dw3s2_row2(const int16_t *x0, const int16_t *x1, const int16_t *x2, int8_t *dst,
                           const ce_dw3p_tile_args *a)
 {
-    const int32_t n = a->tile_bytes >> 3;
-    const int32_t k01_0 = a->k[0], k01_1 = a->k[1], k01_2 = a->k[2], k2_01 = a->k[3], k2_2 = a->k[4];
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        const int32_t u0 = ce_rd32(x0), v0 = ce_rd32(x0 + 2), w0 = ce_rd32(x0 + 4);
-        const int32_t u1 = ce_rd32(x1), v1 = ce_rd32(x1 + 2), w1 = ce_rd32(x1 + 4);
-        const int32_t u2 = ce_rd32(x2), v2 = ce_rd32(x2 + 2), w2 = ce_rd32(x2 + 4);
-        const int32_t aa = ce_smlabb(v2, k2_2, ce_smlad(u2, k01_2, ce_smlabt(v1, k2_01, ce_smlad(u1, k01_1,
-                           ce_smlabb(v0, k2_01, ce_smlad(u0, k01_0, a->bias))))));
-        const int32_t ab = ce_smlabb(w2, k2_2, ce_smlad(v2, k01_2, ce_smlabt(w1, k2_01, ce_smlad(v1, k01_1,
-                           ce_smlabb(w0, k2_01, ce_smlad(v0, k01_0, a->bias))))));
-        dst[0] = (int8_t)ce_ssat8(ce_fold2(aa, a->mult, a->khi, a->rs));
-        dst[a->ch] = (int8_t)ce_ssat8(ce_fold2(ab, a->mult, a->khi, a->rs));
-        x0 += 4;
-        x1 += 4;
-        x2 += 4;
-        dst += 2 * a->ch;
-    }
+    ce_dw3_rows2_c(x0, x1, x2, dst, a, 1);
 }
 #endif
 
@@ -1388,6 +1388,22 @@ static void ce_dw3_table(const ce_conv_params *p, ce_dw3p_tile_args *tab)
     }
 }
 
+/* channel c's columns 0 .. 2 * (ow / 2) - 1 by the assembly rows when its table entry allows; returns the first
+ * column left to the C rows (ow: none) */
+static inline int32_t ce_dw3_row_asm(const ce_dw3p_tile_args *tab, int32_t c, const int16_t *r0, const int16_t *r1,
+                                     const int16_t *r2, int8_t *dst_row, int32_t pw, int32_t ow, const int s2)
+{
+    if (tab == NULL || tab[c].tile_bytes == 0) {
+        return 0;
+    }
+    if (s2) {
+        ce_dw3s2_row2(r0 + c * pw, r1 + c * pw, r2 + c * pw, dst_row + c, &tab[c]);
+    } else {
+        ce_dw3_row2(r0 + c * pw, r1 + c * pw, r2 + c * pw, dst_row + c, &tab[c]);
+    }
+    return ow & ~1;
+}
+
 /* one output row of every channel from the staged rows r0..r2; fold / full as in ce_conv_pairs; w4: int4 weights
  * (ce_depthwise3x3_s8_w4's layout) */
 static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *r0, const int16_t *r1,
@@ -1400,13 +1416,9 @@ static CE_ALWAYS_INLINE void ce_dw3_row(const ce_conv_params *p, const int16_t *
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t ox, c;
     for (c = 0; c < ch; ++c) {
-        int32_t ox0 = 0;
-        if (tab != NULL && tab[c].tile_bytes != 0) {
-            ce_dw3_row2(r0 + c * pw, r1 + c * pw, r2 + c * pw, dst_row + c, &tab[c]);
-            if ((ow & 1) == 0) {
-                continue;
-            }
-            ox0 = ow - 1;
+        const int32_t ox0 = ce_dw3_row_asm(tab, c, r0, r1, r2, dst_row, pw, ow, 0);
+        if (ox0 == ow) {
+            continue;
         }
         /* k01_r = (w[r][0], w[r][1]); k2_01 = (w[0][2], w[1][2]); k2_2 = w[2][2] */
         int32_t k01_0, k01_1, k01_2, k2_01, k2_2;
@@ -1481,13 +1493,9 @@ static CE_ALWAYS_INLINE void ce_dw3s2_row(const ce_conv_params *p, const int16_t
     const int32_t out_off = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t ox, c;
     for (c = 0; c < ch; ++c) {
-        int32_t ox0 = 0;
-        if (tab != NULL && tab[c].tile_bytes != 0) {
-            ce_dw3s2_row2(r0 + c * pw, r1 + c * pw, r2 + c * pw, dst_row + c, &tab[c]);
-            if ((ow & 1) == 0) {
-                continue;
-            }
-            ox0 = ow - 1;
+        const int32_t ox0 = ce_dw3_row_asm(tab, c, r0, r1, r2, dst_row, pw, ow, 1);
+        if (ox0 == ow) {
+            continue;
         }
         const int32_t wa = ce_rd32(p->weights + 8 * c), wb = ce_rd32(p->weights + 8 * c + 4);
         const int32_t k01_0 = ce_sxtb16(wa), k01_1 = ce_sxtb16_ror8(wa), k01_2 = ce_sxtb16(wb);
@@ -1644,6 +1652,28 @@ static void ce_dw3p_stage4(const ce_conv_params *p, const int8_t *in, int32_t c,
 void ce_dw3p_tiles(const int16_t *q, int8_t *dst, const ce_dw3p_tile_args *a);
 
 
+/* the plane rows of a 2 x 2 tile: loads (r11 = (x0, x1), r12 = (x2, x3)) and column A's taps (rows a: r2, b: r4) */
+#define CE_DW3P_LOAD0 "ldr r11, [r0]\n\t" "ldr r12, [r0, #4]\n\t"
+#define CE_DW3P_LOAD1 "ldr r11, [r0, r1]\n\t" "add r12, r0, #4\n\t" "ldr r12, [r12, r1]\n\t"
+#define CE_DW3P_LOAD2 "ldr r11, [r0, r1, lsl #1]\n\t" "add r12, r0, #4\n\t" "ldr r12, [r12, r1, lsl #1]\n\t"
+#define CE_DW3P_LOAD3                                                                                           \
+    "add lr, r1, r1, lsl #1\n\t"                                                                                \
+    "ldr r11, [r0, lr]\n\t"                                                                                     \
+    "add lr, lr, #4\n\t"                                                                                        \
+    "ldr r12, [r0, lr]\n\t"
+#define CE_DW3P_A0 "smlad r2, r11, r6, lr\n\t" "smlabb r2, r12, r9, r2\n\t"
+#define CE_DW3P_A1                                                                                              \
+    "smlad r2, r11, r7, r2\n\t"                                                                                 \
+    "smlabt r2, r12, r9, r2\n\t"                                                                                \
+    "smlad r4, r11, r6, lr\n\t"                                                                                 \
+    "smlabb r4, r12, r9, r4\n\t"
+#define CE_DW3P_A2                                                                                              \
+    "smlad r2, r11, r8, r2\n\t"                                                                                 \
+    "smlabb r2, r12, r10, r2\n\t"                                                                               \
+    "smlad r4, r11, r7, r4\n\t"                                                                                 \
+    "smlabt r4, r12, r9, r4\n\t"
+#define CE_DW3P_A3 "smlad r4, r11, r8, r4\n\t" "smlabb r4, r12, r10, r4\n\t"
+
 __asm__(CE_ASM_BEGIN(ce_dw3p_tiles) "push {r4-r11, lr}\n\t"
         "sub sp, sp, #60\n\t"
         "ldm r2, {r3-r11}\n\t" /* k[5], mult, khi, rs, bias */
@@ -1667,46 +1697,30 @@ __asm__(CE_ASM_BEGIN(ce_dw3p_tiles) "push {r4-r11, lr}\n\t"
         "ldmia sp, {r6-r10}\n\t"
         "ldr lr, [sp, #44]\n\t"
         /* plane row 0: output row a */
-        "ldr r11, [r0]\n\t"
-        "ldr r12, [r0, #4]\n\t"
-        "smlad r2, r11, r6, lr\n\t"
-        "smlabb r2, r12, r9, r2\n\t"
+        CE_DW3P_LOAD0
+        CE_DW3P_A0
         "pkhtb r11, r11, r12\n\t"
         "smladx r3, r11, r6, lr\n\t"
         "smlatb r3, r12, r9, r3\n\t"
         /* plane row 1: a (weights row 1), b (weights row 0) */
-        "ldr r11, [r0, r1]\n\t"
-        "add r12, r0, #4\n\t"
-        "ldr r12, [r12, r1]\n\t"
-        "smlad r2, r11, r7, r2\n\t"
-        "smlabt r2, r12, r9, r2\n\t"
-        "smlad r4, r11, r6, lr\n\t"
-        "smlabb r4, r12, r9, r4\n\t"
+        CE_DW3P_LOAD1
+        CE_DW3P_A1
         "pkhtb r11, r11, r12\n\t"
         "smladx r3, r11, r7, r3\n\t"
         "smlatt r3, r12, r9, r3\n\t"
         "smladx r5, r11, r6, lr\n\t"
         "smlatb r5, r12, r9, r5\n\t"
         /* plane row 2: a (weights row 2), b (weights row 1) */
-        "ldr r11, [r0, r1, lsl #1]\n\t"
-        "add r12, r0, #4\n\t"
-        "ldr r12, [r12, r1, lsl #1]\n\t"
-        "smlad r2, r11, r8, r2\n\t"
-        "smlabb r2, r12, r10, r2\n\t"
-        "smlad r4, r11, r7, r4\n\t"
-        "smlabt r4, r12, r9, r4\n\t"
+        CE_DW3P_LOAD2
+        CE_DW3P_A2
         "pkhtb r11, r11, r12\n\t"
         "smladx r3, r11, r8, r3\n\t"
         "smlatb r3, r12, r10, r3\n\t"
         "smladx r5, r11, r7, r5\n\t"
         "smlatt r5, r12, r9, r5\n\t"
         /* plane row 3: b (weights row 2) */
-        "add lr, r1, r1, lsl #1\n\t"
-        "ldr r11, [r0, lr]\n\t"
-        "add lr, lr, #4\n\t"
-        "ldr r12, [r0, lr]\n\t"
-        "smlad r4, r11, r8, r4\n\t"
-        "smlabb r4, r12, r10, r4\n\t"
+        CE_DW3P_LOAD3
+        CE_DW3P_A3
         "pkhtb r11, r11, r12\n\t"
         "smladx r5, r11, r8, r5\n\t"
         "smlatb r5, r12, r10, r5\n\t"
@@ -1731,30 +1745,14 @@ __asm__(CE_ASM_BEGIN(ce_dw3p_tiles) "push {r4-r11, lr}\n\t"
         "beq 3f\n\t"
         "ldmia sp, {r6-r10}\n\t"
         "ldr lr, [sp, #44]\n\t"
-        "ldr r11, [r0]\n\t"
-        "ldr r12, [r0, #4]\n\t"
-        "smlad r2, r11, r6, lr\n\t"
-        "smlabb r2, r12, r9, r2\n\t"
-        "ldr r11, [r0, r1]\n\t"
-        "add r12, r0, #4\n\t"
-        "ldr r12, [r12, r1]\n\t"
-        "smlad r2, r11, r7, r2\n\t"
-        "smlabt r2, r12, r9, r2\n\t"
-        "smlad r4, r11, r6, lr\n\t"
-        "smlabb r4, r12, r9, r4\n\t"
-        "ldr r11, [r0, r1, lsl #1]\n\t"
-        "add r12, r0, #4\n\t"
-        "ldr r12, [r12, r1, lsl #1]\n\t"
-        "smlad r2, r11, r8, r2\n\t"
-        "smlabb r2, r12, r10, r2\n\t"
-        "smlad r4, r11, r7, r4\n\t"
-        "smlabt r4, r12, r9, r4\n\t"
-        "add lr, r1, r1, lsl #1\n\t"
-        "ldr r11, [r0, lr]\n\t"
-        "add lr, lr, #4\n\t"
-        "ldr r12, [r0, lr]\n\t"
-        "smlad r4, r11, r8, r4\n\t"
-        "smlabb r4, r12, r10, r4\n\t"
+        CE_DW3P_LOAD0
+        CE_DW3P_A0
+        CE_DW3P_LOAD1
+        CE_DW3P_A1
+        CE_DW3P_LOAD2
+        CE_DW3P_A2
+        CE_DW3P_LOAD3
+        CE_DW3P_A3
         "add r11, sp, #20\n\t"
         "ldm r11, {r6-r10, lr}\n\t"
         CE_ASM_RQ("r2") "strb r12, [r9]\n\t"
