@@ -50,3 +50,36 @@ def test_doubled_and_single_output_stages_bit_exact_on_cortex_m4(tmp_path):
     path = _big_bias_model(tmp_path)
     res = run_c_bench(path, runtime="qemu-m4", runs=30, seed=7, keep_dir=tmp_path / "m4")
     assert res["runs"] == 30 and res["outputs_match"], res.get("first_mismatch")
+
+
+def _layers(model_path: Path, out: Path) -> list[tuple[int, int, int]]:
+    """(output pixels, weights, wide) of every CONV_2D lowered as a convolution, from the generated parameters."""
+    from firmware_export.cgen import load_engine, write_engine
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_engine(load_engine(model_path), out)
+    text = "".join(p.read_text() for p in out.glob("*.c") if p.name != "ce_kernels.c")
+    convs = set(re.findall(r"ce_conv2d(?:_fc)?_s8\(&(\w+)", text))
+    rows = []
+    for name, blk in re.findall(r"ce_conv_params (\w+) = \{(.*?)\};", text, re.S):
+        if name in convs:
+            f = dict(re.findall(r"\.(\w+) = (-?\d+)", blk))
+            weights = int(f["out_c"]) * int(f["k_h"]) * int(f["k_w"]) * int(f["in_c"])
+            rows.append((int(f["out_h"]) * int(f["out_w"]), weights, int(f["wide"])))
+    return rows
+
+
+def test_int16_weights_where_they_serve_enough_pixels(tmp_path):
+    """int16 weights for >= 64 output pixels; for 36-63 pixels only layers of <= 32 K weights (MobileNetV1-0.25's
+    6 x 6 pointwise layers, not seed002's 200 K-weight layer on 7 x 7), which bounds the flash a model grows by."""
+    pytest.importorskip("tensorflow")
+    from firmware_export.cgen.zoo import quantise_random
+
+    seen = set()
+    for name in ("mobilenet_v1_025", "seed002_keras_cnn"):
+        path = quantise_random(name, tmp_path / f"{name}.tflite")
+        for pixels, weights, wide in _layers(path, tmp_path / name):
+            expect = pixels >= 64 or (pixels >= 36 and weights <= 32768)
+            assert wide == int(expect), (name, pixels, weights, wide)
+            seen.add((pixels >= 64, 36 <= pixels < 64, weights <= 32768, wide))
+    assert (False, True, True, 1) in seen and (False, True, False, 0) in seen, seen  # both sides of the rule met

@@ -14,8 +14,17 @@ def widen_groups(interleaved: np.ndarray) -> np.ndarray:
 
 
 # a convolution's weights are stored as int16 (twice the flash, no sign extension in the inner loop) when each
-# weight is used for at least this many output pixels
-WIDE_MIN_PIXELS = 36
+# weight is used for at least WIDE_MIN_PIXELS output pixels; between WIDE_SMALL_MIN_PIXELS and that (fewer uses, so
+# fewer instructions saved per byte of flash) only when the layer holds at most WIDE_SMALL_MAX_WEIGHTS weights, which
+# bounds the flash a model can grow by (MobileNetV1's 6 x 6 layers qualify, a 200 K-weight 5 x 5 layer does not)
+WIDE_MIN_PIXELS = 64
+WIDE_SMALL_MIN_PIXELS = 36
+WIDE_SMALL_MAX_WEIGHTS = 32768
+
+
+def wide_weights(pixels: int, weights: int) -> bool:
+    """Whether a convolution with this many output pixels and weights gets int16 weights (see WIDE_MIN_PIXELS)."""
+    return pixels >= WIDE_MIN_PIXELS or (pixels >= WIDE_SMALL_MIN_PIXELS and weights <= WIDE_SMALL_MAX_WEIGHTS)
 
 
 # int4 dot products run on 16 x the weights: |16 w (x + offset)| <= 128 * 255 per product; a depthwise kernel

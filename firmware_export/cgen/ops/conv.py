@@ -118,7 +118,7 @@ def _lower(bld, op, depthwise: bool, fc=None, emit_only: bool = False):
     dw3x3 = (depthwise and not as_conv and (kh, kw, dh, dw, dm) == (3, 3, 1, 1, 1) and ic % 4 == 0
              and pad_t <= 1 and pad_l <= 1
              and ((sh, sw) == (1, 1) or ((sh, sw) == (2, 2) and not w4 and pad_l + iw <= (ow - 1) * 2 + 4)))
-    wide = as_conv and not w4 and oh * ow >= packing.WIDE_MIN_PIXELS
+    wide = as_conv and not w4 and packing.wide_weights(oh * ow, int(warr.size))
     # doubled accumulators (int16 weights and bias doubled; the SMMLAR output stage, ce_fold2) when the activation
     # range is all of int8 and every |accumulator| is below 2^30: |bias| + 255 * sum |w| per output channel
     dbl = False
