@@ -57,14 +57,35 @@ def move_operator(data: bytes, src: int, dst: int) -> bytes:
     return _save(m)
 
 
-def set_conv_bias(data: bytes, nth: int, channel: int, value: int) -> bytes:
-    """The same model with output channel ``channel`` of the ``nth`` CONV_2D's bias set to ``value``."""
+def set_bias(data: bytes, opcode: str, nth: int, channel: int, value: int) -> bytes:
+    """The same model with output channel ``channel`` of the ``nth`` ``opcode`` operator's bias set to ``value``."""
     fb, m = _load(data)
     sg = m.subgraphs[0]
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
-    convs = [op for op in sg.operators if codes[op.opcodeIndex] == fb.BuiltinOperator.CONV_2D]
-    bbuf = m.buffers[sg.tensors[convs[nth].inputs[2]].buffer]
+    ops = [op for op in sg.operators if codes[op.opcodeIndex] == getattr(fb.BuiltinOperator, opcode)]
+    bbuf = m.buffers[sg.tensors[ops[nth].inputs[2]].buffer]
     bv = np.frombuffer(bytes(bytearray(bbuf.data)), dtype=np.int32).copy()
     bv[channel] = value
     bbuf.data = bv.tobytes()
+    return _save(m)
+
+
+def mark_weights_sparse(data: bytes, opcode: str, nth: int) -> bytes:
+    """The same model with the ``nth`` ``opcode`` operator's weight tensor flagged sparse (a dense traversal order,
+    values unchanged): the reader then keeps its values flat, as it does for every sparse tensor."""
+    fb, m = _load(data)
+    sg = m.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in m.operatorCodes]
+    ops = [op for op in sg.operators if codes[op.opcodeIndex] == getattr(fb.BuiltinOperator, opcode)]
+    w = sg.tensors[ops[nth].inputs[1]]
+    sp = fb.SparsityParametersT()
+    sp.traversalOrder = list(range(len(w.shape)))
+    dims = []
+    for d in w.shape:
+        dm = fb.DimensionMetadataT()
+        dm.format = fb.DimensionType.DENSE
+        dm.denseSize = int(d)
+        dims.append(dm)
+    sp.dimMetadata = dims
+    w.sparsity = sp
     return _save(m)

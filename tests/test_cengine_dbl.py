@@ -25,12 +25,12 @@ def _dbl_flags(folder: Path) -> list[int]:
 
 def _big_bias_model(tmp_path: Path) -> Path:
     pytest.importorskip("tensorflow")
-    from tests.model_edit import set_conv_bias
+    from tests.model_edit import set_bias
 
     # DS-CNN's second CONV_2D (a 1x1, 64 -> 64, int16 weights): channel 5's bias at 2^30 puts its accumulator
     # bound past 2^30, so the whole layer keeps the single-SMLAL output stage; the other channels still vary
     path = tmp_path / "big_bias.tflite"
-    path.write_bytes(set_conv_bias(REF.read_bytes(), 1, 5, 1 << 30))
+    path.write_bytes(set_bias(REF.read_bytes(), "CONV_2D", 1, 5, 1 << 30))
     return path
 
 
@@ -83,3 +83,38 @@ def test_int16_weights_where_they_serve_enough_pixels(tmp_path):
             assert wide == int(expect), (name, pixels, weights, wide)
             seen.add((pixels >= 64, 36 <= pixels < 64, weights <= 32768, wide))
     assert (False, True, True, 1) in seen and (False, True, False, 0) in seen, seen  # both sides of the rule met
+
+
+def test_depthwise_channel_whose_doubled_bias_would_overflow_runs_clean(tmp_path):
+    """MobileNetV1-0.25's first 3x3 depthwise layer (the row-ring kernel, 48 x 48) with one channel's bias at 2^30:
+    that channel takes the C rows (2 x bias would overflow), the others the assembly; under ASan/UBSan on the host
+    and on the emulated Cortex-M4, bit-exact with the reference kernels."""
+    pytest.importorskip("tensorflow")
+    from firmware_export.cgen.zoo import quantise_random
+    from tests.model_edit import set_bias
+    from tests.test_cengine_ops import _sanitized_run
+
+    src = quantise_random("mobilenet_v1_025", tmp_path / "mobilenet_v1_025.tflite")
+    path = tmp_path / "dw_big_bias.tflite"
+    path.write_bytes(set_bias(src.read_bytes(), "DEPTHWISE_CONV_2D", 0, 3, 1 << 30))
+    _sanitized_run(path, tmp_path / "host", n=3)
+    if tools_available():
+        res = run_c_bench(path, runtime="qemu-m4", runs=5, seed=2, keep_dir=tmp_path / "m4")
+        assert res["runs"] == 5 and res["outputs_match"], res.get("first_mismatch")
+
+
+def test_sparse_weights_are_refused_with_exit_2(tmp_path, capsys):
+    """A convolution whose weights are stored sparse is listed as unsupported (exit 2, one line), not a crash."""
+    pytest.importorskip("tensorflow")
+    from tests.model_edit import mark_weights_sparse
+    from toolchain.cli import main
+
+    path = tmp_path / "sparse.tflite"
+    path.write_bytes(mark_weights_sparse(REF.read_bytes(), "CONV_2D", 1))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(path), "--output", str(out), "--format", "c"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2, err
+    assert "sparse int8 weights" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

@@ -88,6 +88,8 @@ def weights_check(bld, op, rank: int) -> tuple[bool, str]:
     if tw.data is None or tw.dtype not in ("int8", "int4") or len(tw.shape) != rank:
         return False, f"{tw.dtype} {list(tw.shape)}{' (not constant)' if tw.data is None else ''}"
     vals = np.asarray(tw.data)
+    if vals.shape != tuple(int(d) for d in tw.shape):  # a sparse tensor's values, not densified
+        return False, f"sparse {tw.dtype} weights {list(tw.shape)} (the kernels need dense weights)"
     if tw.dtype == "int4" and vals.size and (int(vals.min()) < -8 or int(vals.max()) > 7):
         return False, "int4 weights outside [-8, 7]"
     zp = tw.zero_point

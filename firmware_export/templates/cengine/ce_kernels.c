@@ -1382,9 +1382,12 @@ static void ce_dw3_table(const ce_conv_params *p, ce_dw3p_tile_args *tab)
         const int32_t k[5] = {ce_sxtb16(wa), ce_sxtb16_ror8(wa), ce_sxtb16(wb), ce_sxtb16_ror8(wb),
                               p->weights[8 * ch + c]};
         const int32_t bias = p->bias[c];
-        ce_dw3_args(&tab[c], k, bias, p->rq[3 * c], p->rq[3 * c + 1], p->shift[c]);
         tab[c].ch = ch;
-        tab[c].tile_bytes = bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX ? tile_bytes : 0;
+        tab[c].tile_bytes = 0;
+        if (bias >= -CE_DW3_BIAS_MAX && bias <= CE_DW3_BIAS_MAX) { /* 2 * bias fits */
+            ce_dw3_args(&tab[c], k, bias, p->rq[3 * c], p->rq[3 * c + 1], p->shift[c]);
+            tab[c].tile_bytes = tile_bytes;
+        }
     }
 }
 
