@@ -99,8 +99,8 @@ def test_new_operators_bit_exact_on_cortex_m4(name, tmp_path):
     from tests.test_cengine_ops import GRAPHS, _two_branch
 
     path = _convert(_two_branch(GRAPHS[name][0]), (6, 6, 8), tmp_path / f"{name}.tflite")
-    res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=2, keep_dir=tmp_path / name)
-    assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")
+    res = run_c_bench(path, runtime="qemu-m4", runs=100, seed=2, keep_dir=tmp_path / name)
+    assert res["runs"] == 100 and res["outputs_match"], res.get("first_mismatch")
 
 
 def test_dynamic_batch_conversion_bit_exact_on_cortex_m4(tmp_path):
@@ -108,8 +108,8 @@ def test_dynamic_batch_conversion_bit_exact_on_cortex_m4(tmp_path):
     from tests.test_cengine_ops import dynamic_batch_model
 
     path = dynamic_batch_model(tmp_path / "dynamic.tflite")
-    res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=4, keep_dir=tmp_path / "dyn")
-    assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")
+    res = run_c_bench(path, runtime="qemu-m4", runs=100, seed=4, keep_dir=tmp_path / "dyn")
+    assert res["runs"] == 100 and res["outputs_match"], res.get("first_mismatch")
 
 
 def test_uint8_io_model_bit_exact_on_cortex_m4(tmp_path):
@@ -117,5 +117,5 @@ def test_uint8_io_model_bit_exact_on_cortex_m4(tmp_path):
     from tests.test_cengine_ops import uint8_io_model
 
     path = uint8_io_model(tmp_path / "u8.tflite")
-    res = run_c_bench(path, runtime="qemu-m4", runs=40, seed=6, keep_dir=tmp_path / "u8")
-    assert res["runs"] == 40 and res["outputs_match"], res.get("first_mismatch")
+    res = run_c_bench(path, runtime="qemu-m4", runs=100, seed=6, keep_dir=tmp_path / "u8")
+    assert res["runs"] == 100 and res["outputs_match"], res.get("first_mismatch")
